@@ -1,0 +1,95 @@
+#include "core/memory.h"
+#include "arch/x86/layout.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+void guest_mem_layout(struct guest_mem *m, uint64_t size)
+{
+	uint64_t low = size < LAYOUT_LOWMEM_MAX ? size : LAYOUT_LOWMEM_MAX;
+
+	m->size = size;
+	m->nregions = 0;
+	m->regions[m->nregions++] = (struct guest_region){ .gpa = 0, .size = low, .offset = 0 };
+	if (size > low)
+		m->regions[m->nregions++] = (struct guest_region){
+			.gpa = LAYOUT_HIGHMEM_START, .size = size - low, .offset = low };
+	for (unsigned i = 0; i < m->nregions; i++)
+		m->regions[i].hva = m->base ? m->base + m->regions[i].offset : NULL;
+}
+
+int guest_mem_create(struct guest_mem *m, uint64_t size, struct terr *err)
+{
+	int r;
+
+	memset(m, 0, sizeof(*m));
+	m->fd = -1;
+	if (size < MIB(2) || size % 4096)
+		return terr_set(err, EINVAL, "memory.size: %llu bytes is not a usable RAM size "
+				"(at least 2M, a multiple of 4K)", (unsigned long long)size);
+	m->fd = memfd_create("tern-ram", MFD_CLOEXEC);
+	if (m->fd < 0)
+		return terr_set(err, errno, "memfd_create for guest RAM: %s", strerror(errno));
+	if (ftruncate(m->fd, (off_t)size) < 0) {
+		r = terr_set(err, errno, "memory.size: cannot size guest RAM to %llu MiB: %s",
+			     (unsigned long long)(size >> 20), strerror(errno));
+		goto fail;
+	}
+	/* MAP_NORESERVE: RAM is committed page by page as the guest touches it. */
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, m->fd, 0);
+	if (p == MAP_FAILED) {
+		r = terr_set(err, errno, "memory.size: cannot map %llu MiB of guest RAM: %s",
+			     (unsigned long long)(size >> 20), strerror(errno));
+		goto fail;
+	}
+	m->base = p;
+	madvise(m->base, size, MADV_MERGEABLE); /* harmless where KSM is off */
+	guest_mem_layout(m, size);
+	return 0;
+fail:
+	close(m->fd);
+	m->fd = -1;
+	return r;
+}
+
+void guest_mem_destroy(struct guest_mem *m)
+{
+	if (m->base)
+		munmap(m->base, m->size);
+	if (m->fd >= 0)
+		close(m->fd);
+	m->base = NULL;
+	m->fd = -1;
+	m->nregions = 0;
+}
+
+void *guest_mem_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len)
+{
+	for (unsigned i = 0; i < m->nregions; i++) {
+		const struct guest_region *g = &m->regions[i];
+		/* written so that no sum can overflow */
+		if (gpa >= g->gpa && gpa - g->gpa <= g->size && len <= g->size - (gpa - g->gpa))
+			return g->hva ? g->hva + (gpa - g->gpa) : NULL;
+	}
+	return NULL;
+}
+
+int guest_mem_write(const struct guest_mem *m, uint64_t gpa, const void *src, uint64_t len)
+{
+	void *p = guest_mem_ptr(m, gpa, len);
+	if (!p)
+		return -EFAULT;
+	memcpy(p, src, len);
+	return 0;
+}
+
+int guest_mem_read(const struct guest_mem *m, uint64_t gpa, void *dst, uint64_t len)
+{
+	void *p = guest_mem_ptr(m, gpa, len);
+	if (!p)
+		return -EFAULT;
+	memcpy(dst, p, len);
+	return 0;
+}

@@ -1,0 +1,49 @@
+/* Guest RAM: one memfd holding all of the guest's RAM, mapped once into tern,
+ * split into guest-physical regions (low RAM below the PCI hole, high RAM
+ * above 4 GiB). Backing with a memfd lets RAM later be shared with another
+ * process, replaced by a private mapping of a snapshot file, and tracked for
+ * dirty pages per region (each region is one KVM memory slot). */
+#ifndef TERN_CORE_MEMORY_H
+#define TERN_CORE_MEMORY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/error.h"
+
+#define GUEST_MEM_MAX_REGIONS 4
+
+struct guest_region {
+	uint64_t gpa;      /* guest-physical start */
+	uint64_t size;     /* bytes, page multiple */
+	uint64_t offset;   /* offset of this region in the backing fd / mapping */
+	uint8_t *hva;      /* host address of gpa */
+};
+
+struct guest_mem {
+	int fd;                /* memfd (or snapshot file for a lazy restore), -1 if none */
+	uint8_t *base;         /* mapping of all RAM, regions are slices of it */
+	uint64_t size;         /* total RAM bytes */
+	unsigned nregions;
+	struct guest_region regions[GUEST_MEM_MAX_REGIONS];
+};
+
+/* Lay out `size` bytes of RAM (low RAM up to the PCI hole, the rest at 4 GiB),
+ * back it with a fresh memfd and map it. */
+int guest_mem_create(struct guest_mem *m, uint64_t size, struct terr *err);
+void guest_mem_destroy(struct guest_mem *m);
+
+/* Region layout only (no allocation): fills regions[] and nregions. Used by
+ * the loaders' unit tests and by restore, which maps RAM from a file. */
+void guest_mem_layout(struct guest_mem *m, uint64_t size);
+
+/* Host pointer for [gpa, gpa+len) if that range lies entirely inside one RAM
+ * region, else NULL. Guest-controlled addresses always go through here. */
+void *guest_mem_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len);
+
+/* Copy to/from guest RAM; -EFAULT if the range is not entirely RAM. */
+int guest_mem_write(const struct guest_mem *m, uint64_t gpa, const void *src, uint64_t len);
+int guest_mem_read(const struct guest_mem *m, uint64_t gpa, void *dst, uint64_t len);
+
+#endif

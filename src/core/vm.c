@@ -1,0 +1,252 @@
+#include "core/vm.h"
+#include "core/vcpu.h"
+#include "arch/x86/layout.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <linux/kvm.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+static int vm_set_memory(struct vm *vm, struct terr *err)
+{
+	for (unsigned i = 0; i < vm->mem.nregions; i++) {
+		const struct guest_region *g = &vm->mem.regions[i];
+		struct kvm_userspace_memory_region mr = {
+			.slot = i,
+			.guest_phys_addr = g->gpa,
+			.memory_size = g->size,
+			.userspace_addr = (uintptr_t)g->hva,
+		};
+		if (ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &mr) < 0)
+			return terr_set(err, errno, "KVM_SET_USER_MEMORY_REGION (slot %u, %llu MiB at 0x%llx): %s",
+					i, (unsigned long long)(g->size >> 20),
+					(unsigned long long)g->gpa, strerror(errno));
+	}
+	return 0;
+}
+
+int vm_create(struct vm *vm, struct kvm_sys *kvm, uint64_t mem_size, unsigned ncpus,
+	      struct terr *err)
+{
+	int r;
+
+	memset(vm, 0, sizeof(*vm));
+	vm->kvm = kvm;
+	vm->fd = -1;
+	vm->mem.fd = -1;
+	vm->devices_tail = &vm->devices;
+	bus_init(&vm->pio, "port I/O");
+	bus_init(&vm->mmio, "MMIO");
+	pthread_mutex_init(&vm->lock, NULL);
+	pthread_cond_init(&vm->cond, NULL);
+	pthread_cond_init(&vm->resume_cond, NULL);
+
+	if (ncpus == 0 || (int)ncpus > kvm->max_vcpus) {
+		r = terr_set(err, EINVAL, "cpus: %u vCPUs requested, this host's KVM allows 1 to %d",
+			     ncpus, kvm->max_vcpus);
+		goto fail_early;
+	}
+	r = evloop_init(&vm->loop, err);
+	if (r)
+		goto fail_early;
+	vm->fd = ioctl(kvm->fd, KVM_CREATE_VM, 0);
+	if (vm->fd < 0) {
+		r = terr_set(err, errno, "KVM_CREATE_VM: %s", strerror(errno));
+		goto fail;
+	}
+	if (ioctl(vm->fd, KVM_SET_TSS_ADDR, (unsigned long)LAYOUT_KVM_TSS) < 0) {
+		r = terr_set(err, errno, "KVM_SET_TSS_ADDR: %s", strerror(errno));
+		goto fail;
+	}
+	uint64_t ident = LAYOUT_KVM_IDENT_MAP;
+	if (ioctl(vm->fd, KVM_SET_IDENTITY_MAP_ADDR, &ident) < 0) {
+		r = terr_set(err, errno, "KVM_SET_IDENTITY_MAP_ADDR: %s", strerror(errno));
+		goto fail;
+	}
+	if (ioctl(vm->fd, KVM_CREATE_IRQCHIP, 0) < 0) {
+		r = terr_set(err, errno, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
+		goto fail;
+	}
+	struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
+	if (ioctl(vm->fd, KVM_CREATE_PIT2, &pit) < 0) {
+		r = terr_set(err, errno, "KVM_CREATE_PIT2: %s", strerror(errno));
+		goto fail;
+	}
+	r = guest_mem_create(&vm->mem, mem_size, err);
+	if (r)
+		goto fail;
+	r = vm_set_memory(vm, err);
+	if (r)
+		goto fail;
+	vm->vcpus = calloc(ncpus, sizeof(*vm->vcpus));
+	if (!vm->vcpus) {
+		r = terr_set(err, ENOMEM, "out of memory for %u vCPUs", ncpus);
+		goto fail;
+	}
+	for (unsigned i = 0; i < ncpus; i++) {
+		r = vcpu_create(&vm->vcpus[i], vm, i, err);
+		if (r)
+			goto fail;
+		vm->nvcpus++;
+	}
+	return 0;
+fail:
+	vm_destroy(vm);
+	return r;
+fail_early:
+	bus_destroy(&vm->pio);
+	bus_destroy(&vm->mmio);
+	return r;
+}
+
+int vm_start(struct vm *vm, struct terr *err)
+{
+	int r = evloop_start(&vm->loop, err);
+	if (r)
+		return r;
+	pthread_mutex_lock(&vm->lock);
+	vm->running = true;
+	pthread_mutex_unlock(&vm->lock);
+	for (unsigned i = 0; i < vm->nvcpus; i++) {
+		r = vcpu_start(&vm->vcpus[i], err);
+		if (r) {
+			vm_request_exit(vm, VM_EXIT_HOST_ERROR, TERN_EXIT_HOST_ERROR);
+			return r;
+		}
+	}
+	return 0;
+}
+
+static void kick_all(struct vm *vm)
+{
+	for (unsigned i = 0; i < vm->nvcpus; i++)
+		vcpu_kick(&vm->vcpus[i]);
+}
+
+void vm_pause(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	if (vm->paused_users++ > 0) {
+		pthread_mutex_unlock(&vm->lock);
+		return;
+	}
+	vm->pause_req = true;
+	pthread_mutex_unlock(&vm->lock);
+	kick_all(vm);
+	pthread_mutex_lock(&vm->lock);
+	while (vm->running && vm->parked < vm->live_threads)
+		pthread_cond_wait(&vm->cond, &vm->lock);
+	pthread_mutex_unlock(&vm->lock);
+	for (struct device *d = vm->devices; d; d = d->next)
+		if (d->ops->pause)
+			d->ops->pause(d);
+}
+
+void vm_resume(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	if (vm->paused_users == 0 || --vm->paused_users > 0) {
+		pthread_mutex_unlock(&vm->lock);
+		return;
+	}
+	pthread_mutex_unlock(&vm->lock);
+	for (struct device *d = vm->devices; d; d = d->next)
+		if (d->ops->resume)
+			d->ops->resume(d);
+	pthread_mutex_lock(&vm->lock);
+	vm->pause_req = false;
+	pthread_cond_broadcast(&vm->resume_cond);
+	pthread_mutex_unlock(&vm->lock);
+}
+
+void vm_request_exit(struct vm *vm, enum vm_exit_reason why, int status)
+{
+	pthread_mutex_lock(&vm->lock);
+	if (!vm->exit_req) {
+		vm->exit_req = true;
+		vm->exit_reason = why;
+		vm->exit_status = status;
+	}
+	pthread_cond_broadcast(&vm->cond);
+	pthread_cond_broadcast(&vm->resume_cond);
+	pthread_mutex_unlock(&vm->lock);
+	kick_all(vm);
+}
+
+int vm_wait(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	while (!vm->exit_req)
+		pthread_cond_wait(&vm->cond, &vm->lock);
+	int status = vm->exit_status;
+	pthread_mutex_unlock(&vm->lock);
+	kick_all(vm);
+	for (unsigned i = 0; i < vm->nvcpus; i++) {
+		if (vm->vcpus[i].started) {
+			pthread_join(vm->vcpus[i].thread, NULL);
+			vm->vcpus[i].started = false;
+		}
+	}
+	evloop_stop(&vm->loop);
+	pthread_mutex_lock(&vm->lock);
+	vm->running = false;
+	pthread_mutex_unlock(&vm->lock);
+	return status;
+}
+
+void vm_destroy(struct vm *vm)
+{
+	if (vm->running) {
+		vm_request_exit(vm, VM_EXIT_QUIT, 0);
+		vm_wait(vm);
+	}
+	evloop_destroy(&vm->loop);
+	while (vm->devices) {
+		struct device *d = vm->devices;
+		vm->devices = d->next;
+		if (d->ops->destroy)
+			d->ops->destroy(d);
+	}
+	vm->devices_tail = &vm->devices;
+	for (unsigned i = 0; i < vm->nvcpus; i++)
+		vcpu_destroy(&vm->vcpus[i]);
+	free(vm->vcpus);
+	vm->vcpus = NULL;
+	vm->nvcpus = 0;
+	if (vm->fd >= 0)
+		close(vm->fd);
+	vm->fd = -1;
+	guest_mem_destroy(&vm->mem);
+	bus_destroy(&vm->pio);
+	bus_destroy(&vm->mmio);
+	pthread_cond_destroy(&vm->cond);
+	pthread_cond_destroy(&vm->resume_cond);
+	pthread_mutex_destroy(&vm->lock);
+}
+
+void vm_add_device(struct vm *vm, struct device *d)
+{
+	d->vm = vm;
+	d->next = NULL;
+	*vm->devices_tail = d;
+	vm->devices_tail = &d->next;
+}
+
+struct device *vm_find_device(struct vm *vm, const char *id)
+{
+	for (struct device *d = vm->devices; d; d = d->next)
+		if (!strcmp(d->id, id))
+			return d;
+	return NULL;
+}
+
+int vm_irq_line(struct vm *vm, unsigned gsi, int level)
+{
+	struct kvm_irq_level irq = { .irq = gsi, .level = level };
+	if (ioctl(vm->fd, KVM_IRQ_LINE, &irq) < 0)
+		return -errno;
+	return 0;
+}
