@@ -1,0 +1,127 @@
+/* tern: run a VM described by -k FILE and -o name=value settings. */
+#include "config/config.h"
+#include "core/vm.h"
+#include "machine/machine.h"
+
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: tern [-k FILE] [-o NAME=VALUE]... [options]\n"
+		"\n"
+		"Runs one virtual machine. Settings come from -k files (one NAME=VALUE per\n"
+		"line) and -o options, applied in command-line order; later ones win.\n"
+		"\n"
+		"  -k, --config FILE       read settings from FILE\n"
+		"  -o, --set NAME=VALUE    set one setting\n"
+		"      --dump-config[=json]  print the resulting settings and exit\n"
+		"      --help-config       list every setting with its type and default\n"
+		"  -h, --help              this text\n"
+		"  -V, --version           print the version\n"
+		"\n"
+		"Example: tern -o kernel=hello.elf -o memory.size=256M -o test_exit.enable=on\n"
+		"Exit status: the guest's (power-off 0, or the test-exit code); 1 for a\n"
+		"setup error, 2 triple fault, 3 KVM internal error, 4 host error.\n");
+}
+
+int main(int argc, char **argv)
+{
+	enum { OPT_HELP_CONFIG = 256, OPT_DUMP_CONFIG };
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'k' },
+		{ "set", required_argument, NULL, 'o' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help-config", no_argument, NULL, OPT_HELP_CONFIG },
+		{ "dump-config", optional_argument, NULL, OPT_DUMP_CONFIG },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct terr err = { 0 };
+	const char *dump = NULL;
+	int c, r;
+
+	struct config *cfg = config_new();
+	if (!cfg) {
+		fprintf(stderr, "tern: out of memory\n");
+		return TERN_EXIT_SETUP_ERROR;
+	}
+	while ((c = getopt_long(argc, argv, "k:o:hV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'k':
+			r = config_load_file(cfg, optarg, &err);
+			break;
+		case 'o':
+			r = config_set_option(cfg, optarg, &err);
+			break;
+		case 'h':
+			usage(stdout);
+			config_free(cfg);
+			return 0;
+		case 'V':
+			printf("tern %s\n", TERN_VERSION);
+			config_free(cfg);
+			return 0;
+		case OPT_HELP_CONFIG:
+			config_print_help(stdout);
+			config_free(cfg);
+			return 0;
+		case OPT_DUMP_CONFIG:
+			dump = optarg ? optarg : "kv";
+			r = 0;
+			break;
+		default:
+			usage(stderr);
+			config_free(cfg);
+			return TERN_EXIT_SETUP_ERROR;
+		}
+		if (r) {
+			fprintf(stderr, "tern: %s\n", err.msg);
+			config_free(cfg);
+			return TERN_EXIT_SETUP_ERROR;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "tern: unexpected argument \"%s\" (settings are given with -o NAME=VALUE)\n",
+			argv[optind]);
+		config_free(cfg);
+		return TERN_EXIT_SETUP_ERROR;
+	}
+	if (dump) {
+		if (config_check(cfg, &err)) {
+			fprintf(stderr, "tern: %s\n", err.msg);
+			config_free(cfg);
+			return TERN_EXIT_SETUP_ERROR;
+		}
+		if (!strcmp(dump, "json")) {
+			json_t *j = config_to_json(cfg);
+			char *s = j ? json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+			if (s)
+				printf("%s\n", s);
+			free(s);
+			json_decref(j);
+		} else {
+			config_dump_kv(cfg, stdout);
+		}
+		config_free(cfg);
+		return 0;
+	}
+
+	struct machine m;
+	r = machine_build(&m, cfg, &err);
+	if (r) {
+		fprintf(stderr, "tern: %s\n", err.msg);
+		config_free(cfg);
+		return TERN_EXIT_SETUP_ERROR;
+	}
+	int status = machine_run(&m, &err);
+	if (err.code)
+		fprintf(stderr, "tern: %s\n", err.msg);
+	machine_destroy(&m);
+	config_free(cfg);
+	return status;
+}

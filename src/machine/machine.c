@@ -1,0 +1,235 @@
+#include "machine/machine.h"
+#include "arch/x86/boot_regs.h"
+#include "arch/x86/cpu.h"
+#include "arch/x86/elf_pvh.h"
+#include "core/vcpu.h"
+#include "hw/test_exit.h"
+#include "hw/uart16550.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#define COM1_PORT 0x3f8
+#define COM1_IRQ  4
+
+static int setup_vcpus(struct machine *m, struct terr *err)
+{
+	m->cpuid = x86_supported_cpuid(&m->kvm, err);
+	if (!m->cpuid)
+		return err ? err->code : -EINVAL;
+	for (unsigned i = 0; i < m->vm.nvcpus; i++) {
+		int r = x86_vcpu_setup(m->vm.vcpus[i].fd, i, m->vm.nvcpus, m->cpuid, err);
+		if (r)
+			return r;
+	}
+	return 0;
+}
+
+static void tty_restore(struct machine *m)
+{
+	if (m->tty_raw) {
+		tcsetattr(STDIN_FILENO, TCSANOW, &m->tty_saved);
+		m->tty_raw = false;
+	}
+}
+
+/* Keystrokes go to the guest one by one; ^C still reaches tern (ISIG). */
+static void tty_make_raw(struct machine *m)
+{
+	struct termios t;
+	if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &m->tty_saved) < 0)
+		return;
+	t = m->tty_saved;
+	t.c_lflag &= ~(ICANON | ECHO);
+	t.c_iflag &= ~(ICRNL);
+	t.c_cc[VMIN] = 1;
+	t.c_cc[VTIME] = 0;
+	if (tcsetattr(STDIN_FILENO, TCSANOW, &t) == 0)
+		m->tty_raw = true;
+}
+
+static int setup_console(struct machine *m, struct terr *err)
+{
+	const char *path;
+	bool input;
+	int r = config_get_str(m->cfg, "console.path", &path, err);
+	if (!r)
+		r = config_get_bool(m->cfg, "console.input", &input, err);
+	if (r)
+		return r;
+
+	struct uart_params p = { .id = "uart.0", .port = COM1_PORT, .irq = COM1_IRQ,
+				 .out_fd = STDOUT_FILENO, .in_fd = -1 };
+	if (path && strcmp(path, "stdio") != 0) {
+		m->console_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (m->console_fd < 0)
+			return terr_set(err, errno, "console.path: cannot open \"%s\": %s", path,
+					strerror(errno));
+		p.out_fd = m->console_fd;
+	} else if (input) {
+		p.in_fd = STDIN_FILENO;
+		tty_make_raw(m);
+	}
+	struct device *d;
+	return uart16550_create(&m->vm, &p, &d, err);
+}
+
+static int load_kernel(struct machine *m, struct terr *err)
+{
+	const char *kernel, *initrd, *cmdline;
+	int r = config_get_path(m->cfg, "kernel", &kernel, err);
+	if (!r)
+		r = config_get_path(m->cfg, "initrd", &initrd, err);
+	if (!r)
+		r = config_get_str(m->cfg, "cmdline", &cmdline, err);
+	if (r)
+		return r;
+	if (!kernel)
+		return terr_set(err, EINVAL, "kernel: no kernel given (set -o kernel=PATH)");
+	if (!cmdline)
+		cmdline = "";
+
+	struct boot_entry entry;
+	if (access(kernel, R_OK) < 0)
+		return terr_set(err, errno, "kernel %s: %s", kernel, strerror(errno));
+	if (!elf_pvh_file_is_elf(kernel))
+		return terr_set(err, ENOEXEC, "kernel %s: not an ELF file with a PVH entry "
+				"(bzImage kernels are not supported by this build)", kernel);
+	r = pvh_boot_load(&m->vm.mem, kernel, initrd, cmdline, 0, &entry, err);
+	if (r)
+		return r;
+
+	struct kvm_regs regs;
+	struct kvm_sregs sregs;
+	struct vcpu *bsp = &m->vm.vcpus[0];
+	if (ioctl(bsp->fd, KVM_GET_SREGS, &sregs) < 0)
+		return terr_set(err, errno, "KVM_GET_SREGS: %s", strerror(errno));
+	r = boot_regs_setup(&m->vm.mem, &entry, &regs, &sregs, err);
+	if (r)
+		return r;
+	if (ioctl(bsp->fd, KVM_SET_SREGS, &sregs) < 0)
+		return terr_set(err, errno, "KVM_SET_SREGS: %s", strerror(errno));
+	if (ioctl(bsp->fd, KVM_SET_REGS, &regs) < 0)
+		return terr_set(err, errno, "KVM_SET_REGS: %s", strerror(errno));
+	return 0;
+}
+
+static void on_signal(void *opaque, uint32_t events)
+{
+	struct machine *m = opaque;
+	struct signalfd_siginfo si;
+	(void)events;
+	if (read(m->signal_fd, &si, sizeof(si)) != sizeof(si))
+		return;
+	log_info("machine", "signal %u: stopping the VM", si.ssi_signo);
+	vm_request_exit(&m->vm, VM_EXIT_QUIT, 128 + (int)si.ssi_signo);
+}
+
+/* SIGINT, SIGTERM and SIGHUP end the VM in order (terminal restored, files
+ * closed) instead of killing the process mid-write. They are blocked in
+ * every thread and read from a signalfd on the event loop. */
+static int setup_signals(struct machine *m, struct terr *err)
+{
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	m->signal_fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (m->signal_fd < 0)
+		return terr_set(err, errno, "signalfd: %s", strerror(errno));
+	int r = evloop_add(&m->vm.loop, m->signal_fd, EPOLLIN, on_signal, m);
+	if (r)
+		return terr_set(err, -r, "cannot watch signals: %s", strerror(-r));
+	return 0;
+}
+
+int machine_build(struct machine *m, struct config *cfg, struct terr *err)
+{
+	uint64_t mem_size;
+	int64_t cpus;
+	bool test_exit;
+	int r;
+
+	memset(m, 0, sizeof(*m));
+	m->cfg = cfg;
+	m->console_fd = -1;
+	m->signal_fd = -1;
+	m->kvm.fd = -1;
+
+	r = config_check(cfg, err);
+	if (!r)
+		r = config_get_size(cfg, "memory.size", &mem_size, err);
+	if (!r)
+		r = config_get_int(cfg, "cpus", &cpus, err);
+	if (!r)
+		r = config_get_bool(cfg, "test_exit.enable", &test_exit, err);
+	if (r)
+		return r;
+
+	r = kvm_sys_open(&m->kvm, "/dev/kvm", err);
+	if (r)
+		return r;
+	r = vm_create(&m->vm, &m->kvm, mem_size, (unsigned)cpus, err);
+	if (r)
+		goto fail;
+	m->vm_created = true;
+	r = setup_vcpus(m, err);
+	if (r)
+		goto fail;
+	r = setup_signals(m, err);
+	if (r)
+		goto fail;
+	r = setup_console(m, err);
+	if (r)
+		goto fail;
+	if (test_exit) {
+		struct device *d;
+		r = test_exit_create(&m->vm, "test-exit.0", TEST_EXIT_PORT, &d, err);
+		if (r)
+			goto fail;
+	}
+	r = load_kernel(m, err);
+	if (r)
+		goto fail;
+	return 0;
+fail:
+	machine_destroy(m);
+	return r;
+}
+
+int machine_run(struct machine *m, struct terr *err)
+{
+	int r = vm_start(&m->vm, err);
+	int status = vm_wait(&m->vm);
+	if (r)
+		return TERN_EXIT_HOST_ERROR;
+	if (m->vm.exit_reason == VM_EXIT_RESET)
+		log_info("machine", "the guest asked for a reset; on_reboot=exit ends the VM");
+	return status;
+}
+
+void machine_destroy(struct machine *m)
+{
+	if (m->vm_created)
+		vm_destroy(&m->vm);
+	m->vm_created = false;
+	tty_restore(m);
+	free(m->cpuid);
+	m->cpuid = NULL;
+	if (m->console_fd >= 0)
+		close(m->console_fd);
+	if (m->signal_fd >= 0)
+		close(m->signal_fd);
+	m->console_fd = m->signal_fd = -1;
+	kvm_sys_close(&m->kvm);
+}
