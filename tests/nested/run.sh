@@ -1,0 +1,203 @@
+#!/bin/bash
+# Run nested tests: boot the outer machine (QEMU TCG with nested SVM, Debian's
+# cloud kernel) once, run the given tests inside it one after the other, and
+# report.  See tests/nested/README.md.
+#
+# Usage: tests/nested/run.sh [OPTIONS] [TEST...]
+#   TEST              a name from tests/nested/tests/ (NAME.sh); default: all
+#   --tern PATH       tern binary to put in the outer machine (default: $TERN,
+#                     else build/src/cmd/tern when it exists)
+#   --bin PATH        another binary for the outer machine's /tern/bin
+#   --shell           after the tests (none by default), a shell in the outer
+#                     machine on this terminal; exit it to power off
+#   --no-qemu         no QEMU in the outer machine (smaller; no anchor tests)
+#   --timeout SECS    overall limit; QEMU is killed past it (default 1200)
+#   --test-timeout S  default per-test limit (default 300)
+#   --memory SIZE     outer machine memory (default 4G)
+#   --smp N           outer machine vCPUs (default 2)
+#   --log FILE        keep the outer console here (default work/outer-console.log)
+#   --metrics FILE    write the tests' metrics here (default work/metrics.txt)
+#   -q, --quiet       do not echo the outer console, only the summary
+#   --list            list the tests and exit
+# Exit status: 0 when every test passed (or skipped), 1 otherwise.
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+WORK=${TERN_NESTED_WORK:-$here/work}
+export TERN_NESTED_WORK=$WORK
+
+die() { echo "run.sh: $*" >&2; exit 2; }
+
+tern=${TERN:-}
+bins=()
+shell=0
+with_qemu=1
+overall=1200
+test_timeout=300
+memory=4G
+smp=2
+log=$WORK/outer-console.log
+metrics=$WORK/metrics.txt
+quiet=0
+tests=()
+while [ $# -gt 0 ]; do
+    case $1 in
+        --tern) tern=${2:?--tern needs a path}; shift 2 ;;
+        --bin) bins+=(--bin "${2:?--bin needs a path}"); shift 2 ;;
+        --shell) shell=1; shift ;;
+        --no-qemu) with_qemu=0; shift ;;
+        --timeout) overall=${2:?}; shift 2 ;;
+        --test-timeout) test_timeout=${2:?}; shift 2 ;;
+        --memory) memory=${2:?}; shift 2 ;;
+        --smp) smp=${2:?}; shift 2 ;;
+        --log) log=${2:?}; shift 2 ;;
+        --metrics) metrics=${2:?}; shift 2 ;;
+        -q|--quiet) quiet=1; shift ;;
+        --list) for t in "$here"/tests/*.sh; do basename "$t" .sh; done; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -*) die "unknown option '$1' (see --help)" ;;
+        *) tests+=("${1%.sh}"); shift ;;
+    esac
+done
+
+if [ ${#tests[@]} = 0 ] && [ $shell = 0 ]; then
+    for t in "$here"/tests/*.sh; do tests+=("$(basename "$t" .sh)"); done
+fi
+for t in ${tests[@]+"${tests[@]}"}; do
+    [ -f "$here/tests/$t.sh" ] || die "no test '$t' (tests/nested/tests/$t.sh); --list shows them"
+done
+
+if [ -z "$tern" ] && [ -x "$repo/build/src/cmd/tern" ]; then
+    tern=$repo/build/src/cmd/tern
+fi
+buildargs=()
+if [ -n "$tern" ]; then
+    [ -x "$tern" ] || die "tern binary '$tern' not found or not executable"
+    buildargs+=(--tern "$tern")
+else
+    echo "run.sh: no tern binary (pass --tern PATH); tern tests will be skipped" >&2
+fi
+[ $with_qemu = 1 ] || buildargs+=(--no-qemu)
+
+command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found (package qemu-system-x86)"
+
+mkdir -p "$WORK"
+"$here/fetch.sh" || die "fetch.sh failed"
+. "$WORK/kernel.env"
+
+initrd=$WORK/outer.cpio
+t0=$(date +%s.%N)
+"$here/build.sh" --out "$initrd" ${buildargs[@]+"${buildargs[@]}"} ${bins[@]+"${bins[@]}"} \
+    --set "TESTS='${tests[*]-}'" --set "TEST_TIMEOUT=$test_timeout" --set "NESTED_SHELL=$shell" ||
+    die "build.sh failed"
+build_time=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
+
+qemu=(qemu-system-x86_64 -accel tcg,thread=multi,tb-size=512 -cpu EPYC,+svm,+npt
+      -machine q35 -smp "$smp" -m "$memory"
+      -nodefaults -no-user-config -no-reboot
+      -kernel "$KERNEL" -initrd "$initrd")
+# quiet: the outer console carries the protocol; panic=-1: a panic ends QEMU.
+append="console=ttyS0 quiet panic=-1"
+
+if [ $shell = 1 ]; then
+    echo "run.sh: booting the outer machine (about a minute); Ctrl-A X kills it" >&2
+    exec "${qemu[@]}" -append "$append" -nographic -serial mon:stdio \
+        2> >(grep --line-buffered -v "TCG doesn't support requested feature" >&2)
+fi
+
+mkdir -p "$(dirname "$log")" "$(dirname "$metrics")"
+: >"$log"
+echo "run.sh: booting the outer machine for: ${tests[*]} (log: $log)" >&2
+start=$(date +%s.%N)
+# QEMU's stderr: its warnings that TCG lacks some EPYC features are expected.
+"${qemu[@]}" -append "$append" -display none -monitor none -serial "file:$log" </dev/null \
+    2> >(grep --line-buffered -v "TCG doesn't support requested feature" >&2) &
+qpid=$!
+
+# Seconds (1/100) since $1 (date +%s.%N), and a comparison, without bc.
+since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }'; }
+elapsed() { since "$start"; }
+past() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a > b) }'; }
+
+seen=0
+ready_at=
+timedout=0
+while :; do
+    if [ -z "$ready_at" ] && grep -q '@@TERN-NESTED READY' "$log"; then
+        ready_at=$(elapsed)
+    fi
+    if [ $quiet = 0 ]; then
+        n=$(wc -l <"$log")
+        if [ "$n" -gt "$seen" ]; then
+            sed -n "$((seen + 1)),${n}p" "$log" | tr -d '\r'
+            seen=$n
+        fi
+    fi
+    kill -0 $qpid 2>/dev/null || break
+    if past "$(elapsed)" "$overall"; then
+        timedout=1
+        echo "run.sh: overall timeout (${overall}s): killing QEMU" >&2
+        kill $qpid 2>/dev/null
+        sleep 1
+        kill -9 $qpid 2>/dev/null
+        break
+    fi
+    sleep 0.5
+done
+wait $qpid 2>/dev/null
+qrc=$?
+total=$(elapsed)
+if [ $quiet = 0 ]; then
+    sed -n "$((seen + 1)),\$p" "$log" | tr -d '\r'
+fi
+
+# --- results ----------------------------------------------------------------
+clean=$(tr -d '\r' <"$log")
+declare -A result detail
+for t in "${tests[@]}"; do result[$t]=; done
+while IFS= read -r line; do
+    line=${line#*@@TERN-TEST }
+    set -- $line
+    name=$1 what=$2
+    case $what in
+        BEGIN) [ -n "${result[$name]:-}" ] || result[$name]=BEGUN ;;
+        PASS|FAIL|SKIP) result[$name]=$what; shift 2; detail[$name]="$*" ;;
+    esac
+done < <(grep -o '@@TERN-TEST .*' <<<"$clean")
+
+: >"$metrics"
+grep -o '@@TERN-METRIC .*' <<<"$clean" | while read -r _ m v u; do
+    echo "$m $v $u" >>"$metrics"
+done
+
+pass=0 failn=0 skipn=0
+echo
+echo "=== nested tests ==="
+for t in "${tests[@]}"; do
+    r=${result[$t]:-}
+    case $r in
+        PASS) pass=$((pass + 1)) ;;
+        SKIP) skipn=$((skipn + 1)) ;;
+        FAIL) failn=$((failn + 1)) ;;
+        BEGUN) failn=$((failn + 1)); r=FAIL; detail[$t]="started but never finished (outer machine died or timed out)" ;;
+        *) failn=$((failn + 1)); r=FAIL; detail[$t]="never started" ;;
+    esac
+    printf '%-4s %-24s %s\n' "$r" "$t" "${detail[$t]:-}"
+done
+done_line=$(grep -o '@@TERN-NESTED DONE.*' <<<"$clean" | tail -n 1)
+boot_line=$(grep -o '@@TERN-NESTED BOOTED.*' <<<"$clean" | tail -n 1)
+ready_line=$(grep -o '@@TERN-NESTED READY.*' <<<"$clean" | tail -n 1)
+echo "outer machine: initrd $(du -h "$initrd" | cut -f1) built in ${build_time}s;" \
+     "ready ${ready_at:-never}s after start (guest: ${boot_line#@@TERN-NESTED BOOTED }, ${ready_line#@@TERN-NESTED READY });" \
+     "total ${total}s; QEMU exit $qrc"
+if [ -s "$metrics" ]; then
+    echo "metrics ($metrics):"
+    sed 's/^/  /' "$metrics"
+fi
+if [ -z "$done_line" ]; then
+    echo "run.sh: the outer machine never reported DONE$( [ $timedout = 1 ] && echo " (overall timeout ${overall}s)")" >&2
+    [ $failn -gt 0 ] || failn=1
+fi
+echo "$pass passed, $failn failed, $skipn skipped"
+[ $failn = 0 ]
