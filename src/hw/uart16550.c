@@ -316,8 +316,11 @@ static int uart_load(struct device *d, const struct state_reader *r, struct terr
 		if (ret)
 			return ret;
 	}
-	size_t n = 0;
-	const uint8_t *fifo = sr_bytes(r, "rx_fifo", &n);
+	size_t n;
+	const void *fifo;
+	ret = sr_bytes(r, "rx_fifo", &fifo, &n, err);
+	if (ret)
+		return ret;
 	if (n > RX_FIFO_SIZE)
 		return terr_set(err, EINVAL, "%s: receive FIFO holds %zu bytes, at most %d fit",
 				d->id, n, RX_FIFO_SIZE);

@@ -202,11 +202,17 @@ int sr_bytes_exact(const struct state_reader *r, const char *name, void *dst, si
 	return 0;
 }
 
-const void *sr_bytes(const struct state_reader *r, const char *name, size_t *len)
+int sr_bytes(const struct state_reader *r, const char *name, const void **out, size_t *len,
+	     struct terr *err)
 {
 	const struct state_field *f = sr_find(r, name);
-	if (!f || f->type == STATE_UINT)
-		return NULL;
+	*out = NULL;
+	*len = 0;
+	if (!f)
+		return 0;
+	if (f->type == STATE_UINT)
+		return terr_set(err, EINVAL, "%s: field '%s' is an integer, expected bytes", r->what, name);
+	*out = f->data;
 	*len = f->len;
-	return f->data;
+	return 0;
 }

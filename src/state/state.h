@@ -65,7 +65,9 @@ int sr_uint_max(const struct state_reader *r, const char *name, uint64_t def, ui
  * returns 0 (caller has put the default there); wrong size: error. */
 int sr_bytes_exact(const struct state_reader *r, const char *name, void *dst, size_t len,
 		   struct terr *err);
-/* Pointer and length of a BYTES/STR field, or NULL when absent. */
-const void *sr_bytes(const struct state_reader *r, const char *name, size_t *len);
+/* Pointer and length of a BYTES or STR field; *out = NULL and *len = 0 when
+ * absent; an integer field of that name is an error. */
+int sr_bytes(const struct state_reader *r, const char *name, const void **out, size_t *len,
+	     struct terr *err);
 
 #endif

@@ -1,0 +1,24 @@
+#include "machine/device_types.h"
+#include "hw/test_exit.h"
+#include "hw/uart16550.h"
+
+#include <string.h>
+
+static const struct device_ops *const all_types[] = {
+	&uart16550_ops,
+	&test_exit_ops,
+};
+
+const struct device_ops *const *device_types(size_t *count)
+{
+	*count = sizeof(all_types) / sizeof(all_types[0]);
+	return all_types;
+}
+
+const struct device_ops *device_type_find(const char *type)
+{
+	for (size_t i = 0; i < sizeof(all_types) / sizeof(all_types[0]); i++)
+		if (!strcmp(all_types[i]->type, type))
+			return all_types[i];
+	return NULL;
+}

@@ -1,0 +1,243 @@
+/* The generic device test, run on every device type in device_types():
+ * drive the device into a non-reset state through its own registers, save
+ * (A), mutate it further, load A, save again (B): A and B must be equal, and
+ * a fresh instance loaded with A must save A too. Also: loading ignores
+ * unknown fields and refuses malformed ones. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "core/kvm.h"
+#include "core/vm.h"
+#include "hw/test_exit.h"
+#include "hw/uart16550.h"
+#include "machine/device_types.h"
+
+/* How the test makes an instance of each type. A device type missing here
+ * fails the test, so no device can skip the save/load check. */
+static int make_uart(struct vm *vm, struct device **out, struct terr *err)
+{
+	struct uart_params p = { .id = "uart.0", .port = 0x3f8, .irq = 4, .out_fd = -1, .in_fd = -1 };
+	return uart16550_create(vm, &p, out, err);
+}
+
+static int make_test_exit(struct vm *vm, struct device **out, struct terr *err)
+{
+	return test_exit_create(vm, "test-exit.0", TEST_EXIT_PORT, out, err);
+}
+
+static const struct {
+	const char *type;
+	int (*make)(struct vm *vm, struct device **out, struct terr *err);
+} factories[] = {
+	{ "uart16550", make_uart },
+	{ "test-exit", make_test_exit },
+};
+
+struct fixture {
+	struct kvm_sys kvm;
+	struct vm vm;
+};
+
+static int setup(void **ctx)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct terr err = { 0 };
+	if (kvm_sys_open(&f->kvm, "/dev/kvm", &err) || vm_create(&f->vm, &f->kvm, 4 << 20, 1, &err)) {
+		fprintf(stderr, "%s\n", err.msg);
+		free(f);
+		return -1;
+	}
+	*ctx = f;
+	return 0;
+}
+
+static int teardown(void **ctx)
+{
+	struct fixture *f = *ctx;
+	vm_destroy(&f->vm);
+	kvm_sys_close(&f->kvm);
+	free(f);
+	return 0;
+}
+
+/* Writes pseudo-random bytes to every register the device owns. */
+static void scribble(struct vm *vm, struct device *d, unsigned seed)
+{
+	struct bus *buses[] = { &vm->pio, &vm->mmio };
+	for (int b = 0; b < 2; b++) {
+		for (unsigned i = 0; i < buses[b]->n; i++) {
+			struct bus_range rg = buses[b]->ranges[i];
+			if (strcmp(rg.owner, d->id))
+				continue;
+			for (uint64_t off = 0; off < rg.len && off < 4096; off++) {
+				seed = seed * 1103515245u + 12345u;
+				uint8_t v = (uint8_t)(seed >> 16);
+				if (rg.write)
+					rg.write(rg.opaque, off, &v, 1);
+				uint8_t junk;
+				if (rg.read && (seed & 0x100))
+					rg.read(rg.opaque, off, &junk, 1);
+			}
+		}
+	}
+}
+
+static void save(struct device *d, struct state_writer *w)
+{
+	sw_init(w);
+	assert_int_equal(d->ops->save(d, w), 0);
+	assert_int_equal(w->err, 0);
+}
+
+static void load(struct device *d, const struct state_writer *w)
+{
+	struct state_reader r;
+	struct terr err = { 0 };
+	assert_int_equal(sr_init(&r, w->buf, w->len, d->id, &err), 0);
+	if (d->ops->load(d, &r, &err))
+		fail_msg("%s: load failed: %s", d->id, err.msg);
+	sr_free(&r);
+}
+
+static void check_type(struct fixture *f, const struct device_ops *ops, size_t fi)
+{
+	struct terr err = { 0 };
+	struct device *d;
+	assert_int_equal(factories[fi].make(&f->vm, &d, &err), 0);
+	assert_ptr_equal(d->ops, ops);
+	assert_non_null(ops->save);
+	assert_non_null(ops->load);
+	assert_true(ops->state_version >= ops->state_min_version && ops->state_min_version >= 1);
+
+	for (unsigned round = 0; round < 20; round++) {
+		struct state_writer a, b;
+		scribble(&f->vm, d, 1000 + round);
+		save(d, &a);
+		scribble(&f->vm, d, 5000 + round);
+		load(d, &a);
+		save(d, &b);
+		if (a.len != b.len || memcmp(a.buf, b.buf, a.len))
+			fail_msg("%s: save -> mutate -> load -> save differs in round %u", d->id, round);
+
+		/* unknown fields from a newer tern are ignored */
+		struct state_writer c;
+		sw_init(&c);
+		sw_uint(&c, "field_from_the_future", 1);
+		sw_bytes(&c, "more_future", "zz", 2);
+		{
+			/* a + c concatenated is a valid blob */
+			uint8_t *buf = malloc(a.len + c.len);
+			memcpy(buf, a.buf, a.len);
+			memcpy(buf + a.len, c.buf, c.len);
+			struct state_reader r;
+			assert_int_equal(sr_init(&r, buf, a.len + c.len, d->id, &err), 0);
+			scribble(&f->vm, d, 9000 + round);
+			assert_int_equal(d->ops->load(d, &r, &err), 0);
+			sr_free(&r);
+			free(buf);
+		}
+		struct state_writer e;
+		save(d, &e);
+		assert_int_equal(e.len, a.len);
+		assert_memory_equal(e.buf, a.buf, a.len);
+		sw_free(&c);
+		sw_free(&e);
+		sw_free(&a);
+		sw_free(&b);
+	}
+	/* a field of the wrong type is refused with the device named */
+	struct state_writer a, bad;
+	save(d, &a);
+	struct state_reader r;
+	assert_int_equal(sr_init(&r, a.buf, a.len, d->id, &err), 0);
+	if (r.nfields > 0) {
+		const struct state_field *fld = &r.fields[0];
+		char name[256];
+		memcpy(name, fld->name, fld->name_len);
+		name[fld->name_len] = 0;
+		sw_init(&bad);
+		if (fld->type == STATE_UINT)
+			sw_str(&bad, name, "not a number");
+		else
+			sw_uint(&bad, name, 1);
+		struct state_reader rb;
+		assert_int_equal(sr_init(&rb, bad.buf, bad.len, d->id, &err), 0);
+		/* either way round, a field of the wrong type is an error */
+		assert_true(d->ops->load(d, &rb, &err) < 0);
+		assert_non_null(strstr(err.msg, d->id));
+		sr_free(&rb);
+		sw_free(&bad);
+	}
+	sr_free(&r);
+	sw_free(&a);
+}
+
+static void test_every_device_type(void **ctx)
+{
+	struct fixture *f = *ctx;
+	size_t n;
+	const struct device_ops *const *types = device_types(&n);
+	assert_true(n >= 2);
+	for (size_t i = 0; i < n; i++) {
+		size_t fi = 0;
+		while (fi < sizeof(factories) / sizeof(factories[0]) && strcmp(factories[fi].type, types[i]->type))
+			fi++;
+		if (fi == sizeof(factories) / sizeof(factories[0]))
+			fail_msg("device type %s has no factory in the generic save/load test", types[i]->type);
+		check_type(f, types[i], fi);
+	}
+}
+
+/* The UART's receive FIFO and line status survive save/load byte for byte. */
+static void test_uart_fifo_state(void **ctx)
+{
+	struct fixture *f = *ctx;
+	struct terr err = { 0 };
+	struct device *d;
+	struct uart_params p = { .id = "uart.1", .port = 0x2f8, .irq = 3, .out_fd = -1, .in_fd = -1 };
+	assert_int_equal(uart16550_create(&f->vm, &p, &d, &err), 0);
+	assert_int_equal(uart16550_receive(d, (const uint8_t *)"abc", 3), 3);
+	struct state_writer a;
+	save(d, &a);
+	uint8_t c;
+	bus_read(&f->vm.pio, 0x2f8, &c, 1);
+	assert_int_equal(c, 'a');
+	load(d, &a);
+	uint8_t lsr;
+	bus_read(&f->vm.pio, 0x2f8 + 5, &lsr, 1);
+	assert_true(lsr & 1);   /* data ready again */
+	char got[3];
+	for (int i = 0; i < 3; i++)
+		bus_read(&f->vm.pio, 0x2f8, &got[i], 1);
+	assert_memory_equal(got, "abc", 3);
+	bus_read(&f->vm.pio, 0x2f8 + 5, &lsr, 1);
+	assert_false(lsr & 1);
+	/* more than the FIFO holds is refused */
+	struct state_writer big;
+	sw_init(&big);
+	sw_bytes(&big, "rx_fifo", "0123456789abcdefg", 17);
+	struct state_reader r;
+	assert_int_equal(sr_init(&r, big.buf, big.len, d->id, &err), 0);
+	assert_true(d->ops->load(d, &r, &err) < 0);
+	assert_string_equal(err.msg, "uart.1: receive FIFO holds 17 bytes, at most 16 fit");
+	sr_free(&r);
+	sw_free(&big);
+	sw_free(&a);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_every_device_type, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_uart_fifo_state, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
