@@ -4,7 +4,9 @@
  * declaration table (config_decl.c). See docs/config.md.
  *
  * A tree holds only what was set; getters fall back to the declared default.
- * There is no global state: every VM owns its own tree. */
+ * There is no global state: every VM owns its own tree. A tree is not
+ * thread-safe (getters cache expanded strings in it): use it from one thread
+ * at a time. */
 #ifndef TERN_CONFIG_CONFIG_H
 #define TERN_CONFIG_CONFIG_H
 

@@ -270,8 +270,21 @@ static void type_desc(const struct config_decl *d, char *buf, size_t size, const
 	}
 }
 
+/* The help line plus what the declaration adds (minimum size, check). */
+static void full_help(const struct config_decl *d, char *buf, size_t size)
+{
+	char min[32] = "";
+
+	if (d->type == CONFIG_SIZE && d->min)
+		config_fmt_size((uint64_t)d->min, min, sizeof(min));
+	snprintf(buf, size, "%s%s%s%s%s", d->help, min[0] ? "; at least " : "", min,
+		 d->expect ? "; " : "", d->expect ? d->expect : "");
+}
+
 void config_print_help(FILE *f)
 {
+	char help[400];
+
 	char type[128];
 
 	fprintf(f, "Settings: -o NAME=VALUE, or NAME=VALUE lines in a -k FILE; "
@@ -280,14 +293,15 @@ void config_print_help(FILE *f)
 	for (size_t i = 0; i < sizeof(decls) / sizeof(decls[0]); i++) {
 		const struct config_decl *d = &decls[i];
 		type_desc(d, type, sizeof(type), "|");
+		full_help(d, help, sizeof(help));
 		fprintf(f, "  %-18s %-24s %-14s %s\n", d->pattern, type,
-			d->def ? (*d->def ? d->def : "\"\"") : "-", d->help);
+			d->def ? (*d->def ? d->def : "\"\"") : "-", help);
 	}
 }
 
 void config_print_markdown(FILE *f)
 {
-	char type[128];
+	char type[128], help[400];
 
 	fprintf(f, "| Setting | Type | Default | Description |\n");
 	fprintf(f, "|---|---|---|---|\n");
@@ -299,13 +313,8 @@ void config_print_markdown(FILE *f)
 			fprintf(f, "`%s`", d->def);
 		else
 			fprintf(f, "(none)");
-		fprintf(f, " | %s", d->help);
-		if (d->type == CONFIG_SIZE && d->min) {
-			config_fmt_size((uint64_t)d->min, type, sizeof(type));
-			fprintf(f, "; at least %s", type);
-		}
-		if (d->expect)
-			fprintf(f, "; %s", d->expect);
+		full_help(d, help, sizeof(help));
+		fprintf(f, " | %s", help);
 		fprintf(f, " |\n");
 	}
 }
