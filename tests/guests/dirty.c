@@ -16,6 +16,10 @@
  *   verify_every=K  also verify all RAM every K passes [0 = only at the end]
  *   progress=K      print "dirty: pass N" every K passes [1; 0 when passes=0]
  *   seed=N          fill pattern seed [0]
+ *   inject=stale|lost  before the final check, roll the first window page
+ *                   back one pass (stale) or
+ *                   zero the last page of RAM (lost), to prove the check
+ *                   catches it: the run must end BAD
  *
  * Output:
  *   dirty: start ram=1024M window=64M passes=20
@@ -101,29 +105,60 @@ static bool verify(void)
 	return true;
 }
 
+enum damage { DAMAGE_NONE, DAMAGE_STALE, DAMAGE_LOST };
+
+static enum damage parse_inject(void)
+{
+	if (!rt_arg_str("inject"))
+		return DAMAGE_NONE;
+	if (rt_arg_is("inject", "stale"))
+		return DAMAGE_STALE;
+	if (rt_arg_is("inject", "lost"))
+		return DAMAGE_LOST;
+	rt_fatal("dirty: inject= must be stale or lost\n");
+}
+
+/* Damage memory the way a broken save/restore or migration would. */
+static void inject(enum damage d)
+{
+	if (d == DAMAGE_STALE) {
+		u64 a = ram[0].base, c = passes_done - 1;
+		rt_printf("dirty: inject stale page 0x%lx\n", (unsigned long)a);
+		((u64 *)(uintptr_t)a)[0] = c;
+		((u64 *)(uintptr_t)a)[1] = check_word(a, c);
+	} else if (d == DAMAGE_LOST) {
+		u64 a = ram[nram - 1].base + ram[nram - 1].size - PAGE_SIZE;
+		rt_printf("dirty: inject lost page 0x%lx\n", (unsigned long)a);
+		memset((void *)(uintptr_t)a, 0, PAGE_SIZE);
+	}
+}
+
 int main(void)
 {
 	u64 passes = rt_arg("passes", 20);
 	u64 verify_every = rt_arg("verify_every", 0);
 	u64 progress = rt_arg("progress", passes ? 1 : 0);
+	enum damage damage = parse_inject();
 	u64 tested = 0;
 
 	seed = rt_arg("seed", 0);
 	nram = rt_ram_above(RT_RESERVED_TOP, ram, MAX_RANGES);
 	for (unsigned i = 0; i < nram; i++)
 		tested += ram[i].size;
+	if (!tested)
+		rt_fatal("dirty: no RAM above 16 MiB\n");
 	window = rt_arg("window", 64 * MiB) & ~(PAGE_SIZE - 1);
 	if (window > tested)
 		window = tested;
+	if (damage == DAMAGE_STALE && !window)
+		rt_fatal("dirty: inject=stale needs a window\n");
+	if (damage == DAMAGE_STALE && !passes)
+		rt_fatal("dirty: inject=stale needs passes > 0\n");
 
-	if (window % MiB)
-		rt_printf("dirty: start ram=%luM window=%luK passes=%lu\n",
-			  (unsigned long)((rt_ram_total() + MiB - 1) / MiB),
-			  (unsigned long)(window / KiB), (unsigned long)passes);
-	else
-		rt_printf("dirty: start ram=%luM window=%luM passes=%lu\n",
-			  (unsigned long)((rt_ram_total() + MiB - 1) / MiB),
-			  (unsigned long)(window / MiB), (unsigned long)passes);
+	bool kib = window % MiB;
+	rt_printf("dirty: start ram=%luM window=%lu%c passes=%lu\n",
+		  (unsigned long)((rt_ram_total() + MiB - 1) / MiB),
+		  (unsigned long)(window / (kib ? KiB : MiB)), kib ? 'K' : 'M', (unsigned long)passes);
 	fill();
 	rt_printf("dirty: filled %luM\n", (unsigned long)(tested / MiB));
 
@@ -137,6 +172,7 @@ int main(void)
 			rt_puts("dirty: verify OK\n");
 		}
 	}
+	inject(damage);
 	if (!verify())
 		return RT_EXIT_BAD;
 	rt_puts("dirty: OK\n");

@@ -18,6 +18,8 @@ int main(void)
 
 	for (unsigned i = 0; i < n; i++)
 		total += r[i].size;
+	if (!total)
+		rt_fatal("memcheck: no RAM above 16 MiB\n");
 	rt_printf("memcheck: testing %lu MiB\n", (unsigned long)(total / MiB));
 	for (unsigned i = 0; i < n; i++)
 		rt_fill_pattern(r[i].base, r[i].size, seed);

@@ -278,6 +278,18 @@ const char *rt_arg_str(const char *key)
 	return NULL;
 }
 
+bool rt_arg_is(const char *key, const char *word)
+{
+	const char *v = rt_arg_str(key);
+	if (!v)
+		return false;
+	while (*word && *v == *word) {
+		v++;
+		word++;
+	}
+	return !*word && (!*v || *v == ' ');
+}
+
 u64 rt_arg(const char *key, u64 def)
 {
 	const char *p = rt_arg_str(key);

@@ -82,6 +82,8 @@ __attribute__((noreturn, format(printf, 1, 2))) void rt_fatal(const char *fmt, .
 extern const char *rt_cmdline;
 /* The value of key (up to the next space), or NULL if absent. */
 const char *rt_arg_str(const char *key);
+/* Whether the value of key is exactly word. */
+bool rt_arg_is(const char *key, const char *word);
 /* key as a number: decimal or 0x hex, optional binary suffix K/M/G/T.
  * Absent: def. Malformed: rt_fatal(). */
 u64 rt_arg(const char *key, u64 def);
