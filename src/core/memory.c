@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/sysinfo.h>
 #include <unistd.h>
 
 void guest_mem_layout(struct guest_mem *m, uint64_t size)
@@ -29,6 +30,16 @@ int guest_mem_create(struct guest_mem *m, uint64_t size, struct terr *err)
 	if (size < MIB(2) || size % 4096)
 		return terr_set(err, EINVAL, "memory.size: %llu bytes is not a usable RAM size "
 				"(at least 2M, a multiple of 4K)", (unsigned long long)size);
+	/* RAM is committed lazily, so an impossible size would only fail when
+	 * the guest touches it; refuse it up front instead. */
+	struct sysinfo si;
+	if (sysinfo(&si) == 0) {
+		uint64_t host = ((uint64_t)si.totalram + si.totalswap) * si.mem_unit;
+		if (size > host)
+			return terr_set(err, ENOMEM, "memory.size: %llu MiB is more than this host has "
+					"(%llu MiB of RAM and swap)", (unsigned long long)(size >> 20),
+					(unsigned long long)(host >> 20));
+	}
 	m->fd = memfd_create("tern-ram", MFD_CLOEXEC);
 	if (m->fd < 0)
 		return terr_set(err, errno, "memfd_create for guest RAM: %s", strerror(errno));

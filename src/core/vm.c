@@ -21,7 +21,7 @@ static int vm_set_memory(struct vm *vm, struct terr *err)
 			.userspace_addr = (uintptr_t)g->hva,
 		};
 		if (ioctl(vm->fd, KVM_SET_USER_MEMORY_REGION, &mr) < 0)
-			return terr_set(err, errno, "KVM_SET_USER_MEMORY_REGION (slot %u, %llu MiB at 0x%llx): %s",
+			return terr_set(err, errno, "memory.size: KVM refused guest RAM slot %u (%llu MiB at 0x%llx): %s",
 					i, (unsigned long long)(g->size >> 20),
 					(unsigned long long)g->gpa, strerror(errno));
 	}
