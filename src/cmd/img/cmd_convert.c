@@ -1,0 +1,228 @@
+/* SPDX-License-Identifier: MIT */
+/* convert: block-status-driven copy with zero skipping, several threads,
+ * optional compressed output. */
+#include <getopt.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "img.h"
+
+static const char usage[] =
+	"usage: tern-img convert [-f fmt] [-O fmt] [-o options] [-c] [-p] [-S size] [-m threads]\n"
+	"                        [-n] [-W] [-B backing] src dst\n"
+	"  -c       compress the output (qcow2)\n"
+	"  -S size  minimum run of zeroes left unallocated (default 4k; 0 = fully allocate)\n"
+	"  -m n     threads (default 4)\n"
+	"  -n       do not create the target (it must exist)\n";
+
+#define CHUNK (2u << 20)
+
+struct job {
+	struct vdisk *src, *dst;
+	uint64_t size, sparse, nchunks;
+	bool compress, target_zero, progress;
+	uint32_t csize;
+	atomic_uint_fast64_t next, done;
+	atomic_int err;
+	pthread_mutex_t plock;
+	char errmsg[600];
+};
+
+static void fail(struct job *j, struct vdisk *d, int r)
+{
+	int z = 0;
+	if (atomic_compare_exchange_strong(&j->err, &z, r)) {
+		char m[VDISK_ERRMSG_MAX];
+		snprintf(j->errmsg, sizeof(j->errmsg), "%s", vdisk_errmsg(d, m, sizeof(m)));
+	}
+}
+
+static int write_piece(struct job *j, uint8_t *buf, uint64_t off, uint64_t len)
+{
+	if (j->compress) {
+		for (uint64_t p = 0; p < len; p += j->csize) {
+			uint64_t n = len - p < j->csize ? len - p : j->csize;
+			if (vd_zero(buf + p, n) && j->target_zero)
+				continue;
+			int r = vdisk_pwrite_compressed(j->dst, buf + p, n, off + p);
+			if (r < 0)
+				return r;
+		}
+		return 0;
+	}
+	if (!j->sparse)
+		return vdisk_pwrite(j->dst, buf, len, off);
+	/* skip zero runs of at least `sparse` bytes (aligned units) */
+	uint64_t p = 0;
+	while (p < len) {
+		uint64_t u = j->sparse - (off + p) % j->sparse;
+		if (u > len - p)
+			u = len - p;
+		bool z = vd_zero(buf + p, u);
+		uint64_t q = p + u;
+		while (q < len) {
+			uint64_t u2 = len - q < j->sparse ? len - q : j->sparse;
+			if (vd_zero(buf + q, u2) != z)
+				break;
+			q += u2;
+		}
+		int r = 0;
+		if (!z)
+			r = vdisk_pwrite(j->dst, buf + p, q - p, off + p);
+		else if (!j->target_zero)
+			r = vdisk_write_zeroes(j->dst, off + p, q - p, VDISK_ZERO_MAY_UNMAP);
+		if (r < 0)
+			return r;
+		p = q;
+	}
+	return 0;
+}
+
+static void *worker(void *arg)
+{
+	struct job *j = arg;
+	uint8_t *buf = malloc(CHUNK);
+	if (!buf) {
+		atomic_store(&j->err, -12);
+		return NULL;
+	}
+	for (;;) {
+		uint64_t c = atomic_fetch_add(&j->next, 1);
+		if (c >= j->nchunks || atomic_load(&j->err))
+			break;
+		uint64_t off = c * CHUNK, end = off + CHUNK < j->size ? off + CHUNK : j->size;
+		while (off < end) {
+			struct vdisk_extent e;
+			int r = vdisk_block_status(j->src, off, end - off, &e);
+			if (r < 0) {
+				fail(j, j->src, r);
+				break;
+			}
+			if ((e.flags & VDISK_BS_ZERO) && !(e.flags & VDISK_BS_DATA) && j->sparse) {
+				if (!j->target_zero &&
+				    (r = vdisk_write_zeroes(j->dst, off, e.length, VDISK_ZERO_MAY_UNMAP)) < 0) {
+					fail(j, j->dst, r);
+					break;
+				}
+			} else {
+				if ((r = vdisk_pread(j->src, buf, e.length, off)) < 0) {
+					fail(j, j->src, r);
+					break;
+				}
+				if ((r = write_piece(j, buf, off, e.length)) < 0) {
+					fail(j, j->dst, r);
+					break;
+				}
+			}
+			off += e.length;
+		}
+		uint64_t d = atomic_fetch_add(&j->done, 1) + 1;
+		if (j->progress) {
+			pthread_mutex_lock(&j->plock);
+			img_progress(100.0 * (double)d / (double)j->nchunks);
+			pthread_mutex_unlock(&j->plock);
+		}
+	}
+	free(buf);
+	return NULL;
+}
+
+int img_convert(int argc, char **argv)
+{
+	if (img_wants_help(argc, argv, usage))
+		return 0;
+	struct vdisk_create_opts co = { .format = "raw" };
+	const char *sfmt = NULL;
+	bool compress = false, progress = false, nocreate = false;
+	uint64_t sparse = 4096;
+	int threads = 4, c;
+	optind = 1;
+	while ((c = getopt(argc, argv, "f:O:o:cpS:m:nWB:qU")) != -1) {
+		switch (c) {
+		case 'f': sfmt = optarg; break;
+		case 'O': co.format = optarg; break;
+		case 'o': if (img_parse_create_opts(optarg, &co) < 0) return 1; break;
+		case 'c': compress = true; break;
+		case 'p': progress = true; break;
+		case 'S':
+			if (img_parse_size(optarg, &sparse) < 0) {
+				img_error("invalid -S value '%s'", optarg);
+				return 1;
+			}
+			break;
+		case 'm': threads = atoi(optarg); break;
+		case 'n': nocreate = true; break;
+		case 'B': co.backing_file = optarg; break;
+		case 'W': case 'q': case 'U': break;
+		default: fputs(usage, stderr); return 1;
+		}
+	}
+	if (argc - optind != 2) {
+		img_error("convert expects one source and one destination");
+		return 1;
+	}
+	if (threads < 1 || threads > 64)
+		threads = 4;
+	struct vdisk *src = img_open(argv[optind], sfmt, 0);
+	if (!src)
+		return 1;
+	const char *dpath = argv[optind + 1];
+	if (!nocreate) {
+		co.size = vdisk_size(src);
+		struct vdisk_error err;
+		if (vdisk_create(dpath, &co, &err) < 0) {
+			img_error("%s: %s", dpath, err.msg);
+			vdisk_close(src);
+			return 1;
+		}
+	}
+	struct vdisk *dst = img_open(dpath, nocreate ? NULL : co.format,
+	                             VDISK_OPEN_RDWR | VDISK_OPEN_NO_BACKING);
+	if (!dst) {
+		vdisk_close(src);
+		return 1;
+	}
+	struct job j = {
+		.src = src, .dst = dst, .size = vdisk_size(src), .sparse = sparse,
+		.compress = compress, .target_zero = !nocreate && !co.backing_file &&
+		                                     co.prealloc == 0,
+		.progress = progress, .csize = vdisk_cluster_size(dst),
+	};
+	if (compress && !j.csize) {
+		img_error("compression needs a qcow2 target");
+		vdisk_close(src);
+		vdisk_close(dst);
+		return 1;
+	}
+	if (j.size > vdisk_size(dst)) {
+		img_error("target is smaller than the source");
+		vdisk_close(src);
+		vdisk_close(dst);
+		return 1;
+	}
+	j.nchunks = (j.size + CHUNK - 1) / CHUNK;
+	pthread_mutex_init(&j.plock, NULL);
+	if (progress)
+		img_progress(0);
+	pthread_t t[64];
+	for (int i = 0; i < threads; i++)
+		pthread_create(&t[i], NULL, worker, &j);
+	for (int i = 0; i < threads; i++)
+		pthread_join(t[i], NULL);
+	if (progress)
+		printf("\n");
+	int rc = 0;
+	if (atomic_load(&j.err)) {
+		img_error("error while converting: %s", j.errmsg);
+		rc = 1;
+	}
+	vdisk_close(src);
+	if (vdisk_close(dst) < 0 && !rc) {
+		img_error("error while closing '%s'", dpath);
+		rc = 1;
+	}
+	return rc;
+}
