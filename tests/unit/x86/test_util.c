@@ -53,6 +53,10 @@ void tu_cleanup(void)
 {
 	if (!dir[0])
 		return;
+	if (getenv("TERN_TEST_KEEP")) {   /* keep the files for a post-mortem */
+		fprintf(stderr, "test files kept in %s\n", dir);
+		return;
+	}
 	if (nftw(dir, rm_one, 8, FTW_DEPTH | FTW_PHYS) != 0)
 		fprintf(stderr, "could not remove %s\n", dir);
 	dir[0] = '\0';

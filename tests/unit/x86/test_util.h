@@ -18,7 +18,7 @@ const char *tu_file(const char *name, const void *buf, size_t len)
 /* The scratch directory itself (created on first use). */
 const char *tu_dir(void);
 
-/* Remove the scratch directory and its files. */
+/* Remove the scratch directory and its files (kept if TERN_TEST_KEEP is set). */
 void tu_cleanup(void);
 
 #endif
