@@ -449,6 +449,9 @@ static void read_boot_info(void)
 	const struct hvm_start_info *si = (const void *)(uintptr_t)rt_start_info_pa;
 	if (si->magic != HVM_START_MAGIC)
 		rt_fatal("rt: bad hvm_start_info magic 0x%x at 0x%x\n", si->magic, rt_start_info_pa);
+	/* Only 0-4 GiB is mapped until map_ram(). */
+	if (si->cmdline_paddr >= 4 * GiB || si->memmap_paddr >= 4 * GiB)
+		rt_fatal("rt: command line or memory map above 4 GiB\n");
 	if (si->cmdline_paddr) {
 		const char *s = (const char *)(uintptr_t)si->cmdline_paddr;
 		size_t n = 0;
