@@ -1,4 +1,7 @@
 #include "machine/device_types.h"
+#include "hw/acpi_pm.h"
+#include "hw/i8042.h"
+#include "hw/rtc_cmos.h"
 #include "hw/test_exit.h"
 #include "hw/uart16550.h"
 
@@ -7,6 +10,9 @@
 static const struct device_ops *const all_types[] = {
 	&uart16550_ops,
 	&test_exit_ops,
+	&acpi_pm_ops,
+	&i8042_ops,
+	&rtc_cmos_ops,
 };
 
 const struct device_ops *const *device_types(size_t *count)

@@ -16,6 +16,9 @@
 
 #include "core/kvm.h"
 #include "core/vm.h"
+#include "hw/acpi_pm.h"
+#include "hw/i8042.h"
+#include "hw/rtc_cmos.h"
 #include "hw/test_exit.h"
 #include "hw/uart16550.h"
 #include "machine/device_types.h"
@@ -33,12 +36,30 @@ static int make_test_exit(struct vm *vm, struct device **out, struct terr *err)
 	return test_exit_create(vm, "test-exit.0", TEST_EXIT_PORT, out, err);
 }
 
+static int make_acpi_pm(struct vm *vm, struct device **out, struct terr *err)
+{
+	return acpi_pm_create(vm, NULL, out, err);
+}
+
+static int make_i8042(struct vm *vm, struct device **out, struct terr *err)
+{
+	return i8042_create(vm, NULL, out, err);
+}
+
+static int make_rtc_cmos(struct vm *vm, struct device **out, struct terr *err)
+{
+	return rtc_cmos_create(vm, NULL, out, err);
+}
+
 static const struct {
 	const char *type;
 	int (*make)(struct vm *vm, struct device **out, struct terr *err);
 } factories[] = {
 	{ "uart16550", make_uart },
 	{ "test-exit", make_test_exit },
+	{ "acpi-pm", make_acpi_pm },
+	{ "i8042", make_i8042 },
+	{ "rtc-cmos", make_rtc_cmos },
 };
 
 struct fixture {
