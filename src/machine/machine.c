@@ -6,6 +6,7 @@
 #include "hw/test_exit.h"
 #include "hw/uart16550.h"
 #include "util/log.h"
+#include "control/control.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -201,6 +202,11 @@ int machine_build(struct machine *m, struct config *cfg, struct terr *err)
 	r = load_kernel(m, err);
 	if (r)
 		goto fail;
+	/* --- control socket (src/control): before the vCPUs start --- */
+	r = control_start(&m->vm, cfg, &m->control, err);
+	if (r)
+		goto fail;
+	/* --- end control socket --- */
 	return 0;
 fail:
 	machine_destroy(m);
@@ -220,6 +226,15 @@ int machine_run(struct machine *m, struct terr *err)
 
 void machine_destroy(struct machine *m)
 {
+	/* --- control socket (src/control): closed while the VM it reports on
+	 * still exists, and once the event loop no longer runs --- */
+	if (m->control && m->vm_created && m->vm.running) {
+		vm_request_exit(&m->vm, VM_EXIT_QUIT, 0);
+		vm_wait(&m->vm);
+	}
+	control_server_destroy(m->control);
+	m->control = NULL;
+	/* --- end control socket --- */
 	if (m->vm_created)
 		vm_destroy(&m->vm);
 	m->vm_created = false;

@@ -14,6 +14,8 @@
 #include "core/vm.h"
 #include "util/error.h"
 
+struct control_server;
+
 struct machine {
 	struct config *cfg;            /* borrowed; outlives the machine */
 	struct kvm_sys kvm;
@@ -24,6 +26,9 @@ struct machine {
 	int signal_fd;                 /* SIGINT/SIGTERM/SIGHUP -> orderly exit */
 	bool tty_raw;
 	struct termios tty_saved;
+	/* --- control socket (src/control) --- */
+	struct control_server *control;   /* NULL when the configuration asks for none */
+	/* --- end control socket --- */
 };
 
 /* Build everything from m->cfg: VM, vCPUs, devices, kernel, registers. On
