@@ -51,7 +51,7 @@ static const struct config_decl decls[] = {
 	{ "console.input", CONFIG_BOOL, "true", "read COM1 input from stdin when console.path is stdio" },
 	{ "test_exit.enable", CONFIG_BOOL, "false", "enable the test-exit port 0x501 through which a guest ends the VM with a status" },
 	{ "on_reboot", CONFIG_ENUM, "exit", "what a guest reboot does", .values = on_reboot_values },
-	{ "control.path", CONFIG_PATH, NULL, "control socket (unset: $XDG_RUNTIME_DIR/tern/NAME.sock)" },
+	{ "control.path", CONFIG_PATH, NULL, "control socket (unset: $XDG_RUNTIME_DIR/tern/NAME.sock when name is set, else none; docs/control.md)" },
 	{ "disk.N.path", CONFIG_PATH, NULL, "image file of virtio-blk disk N" },
 	{ "disk.N.format", CONFIG_ENUM, "raw", "image format of disk N", .values = disk_formats },
 	{ "disk.N.readonly", CONFIG_BOOL, "false", "attach disk N read-only" },
