@@ -75,12 +75,13 @@ install_busybox() {
     done
 }
 
-modlist=
+# All module files of the kernel, once.
+modlist=$(find "$MODDIR/kernel" -name '*.ko*')
+
 # Print the file of module $1 (name with - or _), empty if the kernel has none.
 module_file() {
     local n1=${1//-/_} n2=${1//_/-}
-    [ -n "$modlist" ] || { modlist=$(mktemp); find "$MODDIR/kernel" -name '*.ko*' >"$modlist"; }
-    grep -E "/($n1|$n2)\.ko(\.xz|\.zst|\.gz)?$" "$modlist" | head -n 1
+    grep -E "/($n1|$n2)\.ko(\.xz|\.zst|\.gz)?$" <<<"$modlist" | head -n 1
 }
 
 # Uncompressed contents of module file $1 on stdout.
@@ -152,19 +153,21 @@ inner=$WORK/inner.cpio.gz
 key=$(inputs_key inner)
 if [ ! -f "$inner" ] || [ "$(cat "$inner.key" 2>/dev/null)" != "$key" ]; then
     log "building the inner initrd"
-    root=$WORK/inner-root
+    root=$WORK/inner-root.$$
     rm -rf "$root"
     mkdir -p "$root"/{proc,sys,dev,tmp,run,root,etc}
     install_busybox "$root"
     for m in $inner_modules; do add_module "$root" "$m"; done
     cp "$here/inner/init" "$root/init"
     chmod 755 "$root/init"
-    make_cpio "$root" "$WORK/inner.cpio"
-    gzip -9n <"$WORK/inner.cpio" >"$inner.tmp"
-    rm -f "$WORK/inner.cpio"
-    mv "$inner.tmp" "$inner"
+    make_cpio "$root" "$WORK/inner.cpio.$$"
+    log "inner modules: $(tr '\n' ' ' <"$root/lib/modules/order")"
+    gzip -9n <"$WORK/inner.cpio.$$" >"$inner.tmp.$$"
+    rm -f "$WORK/inner.cpio.$$"
+    rm -rf "$root"
+    mv "$inner.tmp.$$" "$inner"
     echo "$key" >"$inner.key"
-    log "inner initrd: $inner ($(du -h "$inner" | cut -f1); modules: $(tr '\n' ' ' <"$root/lib/modules/order"))"
+    log "inner initrd: $inner ($(du -h "$inner" | cut -f1))"
 fi
 
 # --- outer base -------------------------------------------------------------
@@ -180,7 +183,7 @@ fi
 key=$(inputs_key "outer $qkey $(cat "$inner.key")")
 if [ ! -f "$base" ] || [ "$(cat "$base.key" 2>/dev/null)" != "$key" ]; then
     log "building the outer base ($( [ $with_qemu = 1 ] && echo 'with' || echo 'without') QEMU)"
-    root=$WORK/outer-root
+    root=$WORK/outer-root.$$
     rm -rf "$root"
     mkdir -p "$root"/{proc,sys,dev,tmp,run,root,etc,inner,nested,tern/bin}
     install_busybox "$root"
@@ -211,14 +214,16 @@ if [ ! -f "$base" ] || [ "$(cat "$base.key" 2>/dev/null)" != "$key" ]; then
             cp -L "$rom" "$root$rom"
         done
     fi
-    make_cpio "$root" "$base.tmp"
-    mv "$base.tmp" "$base"
+    make_cpio "$root" "$base.tmp.$$"
+    rm -rf "$root"
+    mv "$base.tmp.$$" "$base"
     echo "$key" >"$base.key"
     log "outer base: $base ($(du -h "$base" | cut -f1))"
 fi
 
 # --- outer overlay ------------------------------------------------------------
-root=$WORK/overlay-root
+mkdir -p "$(dirname "$out")"
+root=$out.overlay
 rm -rf "$root"
 mkdir -p "$root"/{nested/tests,tern/bin}
 cp "$here/outer/init" "$root/init"
@@ -236,9 +241,9 @@ done
     echo "WITH_QEMU=$with_qemu"
     for s in ${settings[@]+"${settings[@]}"}; do echo "$s"; done
 } >"$root/nested/config"
-make_cpio "$root" "$WORK/overlay.cpio"
-
-mkdir -p "$(dirname "$out")"
-cat "$base" "$WORK/overlay.cpio" >"$out.tmp"
+make_cpio "$root" "$out.overlay.cpio"
+rm -rf "$root"
+cat "$base" "$out.overlay.cpio" >"$out.tmp"
+rm -f "$out.overlay.cpio"
 mv "$out.tmp" "$out"
 log "outer initrd: $out ($(du -h "$out" | cut -f1); inner initrd $(du -h "$inner" | cut -f1))"

@@ -11,12 +11,15 @@
 #   --shell           after the tests (none by default), a shell in the outer
 #                     machine on this terminal; exit it to power off
 #   --no-qemu         no QEMU in the outer machine (smaller; no anchor tests)
+#   --vmm tern|qemu   the VMM the linux-* tests boot (default tern); qemu
+#                     checks the tests themselves against the anchor
 #   --timeout SECS    overall limit; QEMU is killed past it (default 1200)
 #   --test-timeout S  default per-test limit (default 300)
 #   --memory SIZE     outer machine memory (default 4G)
 #   --smp N           outer machine vCPUs (default 2)
-#   --log FILE        keep the outer console here (default work/outer-console.log)
-#   --metrics FILE    write the tests' metrics here (default work/metrics.txt)
+#   --run-dir DIR     where this run's outer initrd, console log
+#                     (outer-console.log) and metrics (metrics.txt) go
+#                     (default tests/nested/work/run)
 #   -q, --quiet       do not echo the outer console, only the summary
 #   --list            list the tests and exit
 # Exit status: 0 when every test passed (or skipped), 1 otherwise.
@@ -33,12 +36,12 @@ tern=${TERN:-}
 bins=()
 shell=0
 with_qemu=1
+vmm=tern
 overall=1200
 test_timeout=300
 memory=4G
 smp=2
-log=$WORK/outer-console.log
-metrics=$WORK/metrics.txt
+rundir=$WORK/run
 quiet=0
 tests=()
 while [ $# -gt 0 ]; do
@@ -47,12 +50,13 @@ while [ $# -gt 0 ]; do
         --bin) bins+=(--bin "${2:?--bin needs a path}"); shift 2 ;;
         --shell) shell=1; shift ;;
         --no-qemu) with_qemu=0; shift ;;
+        --vmm) vmm=${2:?--vmm needs tern or qemu}; shift 2
+               case $vmm in tern|qemu) ;; *) die "--vmm: want tern or qemu, not '$vmm'" ;; esac ;;
         --timeout) overall=${2:?}; shift 2 ;;
         --test-timeout) test_timeout=${2:?}; shift 2 ;;
         --memory) memory=${2:?}; shift 2 ;;
         --smp) smp=${2:?}; shift 2 ;;
-        --log) log=${2:?}; shift 2 ;;
-        --metrics) metrics=${2:?}; shift 2 ;;
+        --run-dir) rundir=${2:?}; shift 2 ;;
         -q|--quiet) quiet=1; shift ;;
         --list) for t in "$here"/tests/*.sh; do basename "$t" .sh; done; exit 0 ;;
         -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
@@ -74,6 +78,7 @@ fi
 buildargs=()
 if [ -n "$tern" ]; then
     [ -x "$tern" ] || die "tern binary '$tern' not found or not executable"
+    tern=$(cd "$(dirname "$tern")" && pwd)/$(basename "$tern")
     buildargs+=(--tern "$tern")
 else
     echo "run.sh: no tern binary (pass --tern PATH); tern tests will be skipped" >&2
@@ -86,10 +91,14 @@ mkdir -p "$WORK"
 "$here/fetch.sh" || die "fetch.sh failed"
 . "$WORK/kernel.env"
 
-initrd=$WORK/outer.cpio
+mkdir -p "$rundir" || die "cannot create $rundir"
+rundir=$(cd "$rundir" && pwd)
+initrd=$rundir/outer.cpio
+log=$rundir/outer-console.log
+metrics=$rundir/metrics.txt
 t0=$(date +%s.%N)
 "$here/build.sh" --out "$initrd" ${buildargs[@]+"${buildargs[@]}"} ${bins[@]+"${bins[@]}"} \
-    --set "TESTS='${tests[*]-}'" --set "TEST_TIMEOUT=$test_timeout" --set "NESTED_SHELL=$shell" ||
+    --set "TESTS='${tests[*]-}'" --set "TEST_TIMEOUT=$test_timeout" --set "NESTED_SHELL=$shell" --set "NESTED_VMM=$vmm" ||
     die "build.sh failed"
 build_time=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
 
@@ -106,7 +115,6 @@ if [ $shell = 1 ]; then
         2> >(grep --line-buffered -v "TCG doesn't support requested feature" >&2)
 fi
 
-mkdir -p "$(dirname "$log")" "$(dirname "$metrics")"
 : >"$log"
 echo "run.sh: booting the outer machine for: ${tests[*]} (log: $log)" >&2
 start=$(date +%s.%N)

@@ -35,6 +35,7 @@
 #                                   PATTERN (grep -E); prints the console tail
 #   fail MSG / skip MSG             end the test (exit 1 / exit 77)
 #   need_tern / need_qemu / need_kvm   skip or fail when missing
+#   run_linux / need_vmm            the same for $NESTED_VMM (tern or qemu)
 #   metric NAME VALUE UNIT          a "@@TERN-METRIC" line run.sh collects
 
 INNER_KERNEL=${INNER_KERNEL:-/inner/bzImage}
@@ -182,13 +183,26 @@ run_vm() {
     VM_MARKER=
     [ -f "$_tag.mark" ] && VM_MARKER=$(fmt_cs $(($(cat "$_tag.mark") - _t0)))
     INNER_RC=$(tr -d '\r' <"$CONSOLE" | sed -n 's/.*TERN-INNER-RC=\([0-9]*\).*/\1/p' | tail -n 1)
-    echo "run_vm: $_vmm exit=$VM_RC marker=${VM_MARKER:-none}s total=${VM_TOTAL}s inner_rc=${INNER_RC:-none} console=$CONSOLE"
+    _m=none
+    [ -z "$VM_MARKER" ] || _m=${VM_MARKER}s
+    echo "run_vm: $_vmm exit=$VM_RC marker=$_m total=${VM_TOTAL}s inner_rc=${INNER_RC:-none} console=$CONSOLE"
     [ "$VM_RC" = 137 ] && echo "run_vm: $_vmm killed after ${_timeout}s"
     return 0
 }
 
 run_tern_linux() { run_vm tern "$@"; }
 run_qemu_linux() { run_vm qemu "$@"; }
+# The VMM under test for the linux-* tests: tern, or qemu to check the tests
+# themselves against the anchor (run.sh --vmm qemu).
+run_linux() { run_vm "$NESTED_VMM" "$@"; }
+need_vmm() {
+    case $NESTED_VMM in
+        tern) need_tern ;;
+        qemu) need_qemu ;;
+        *) fail "NESTED_VMM='$NESTED_VMM': want tern or qemu" ;;
+    esac
+    need_kvm
+}
 
 # run_inner_cmds 'CMDS' [OPTIONS] [-- ARGS]: run CMDS in the inner guest under
 # $NESTED_VMM; print its console; return the commands' status (or 125 when
