@@ -208,7 +208,7 @@ if [ ! -f "$base" ] || [ "$(cat "$base.key" 2>/dev/null)" != "$key" ]; then
                 log "warning: QEMU firmware /usr/share/$fw not found"
             fi
         done
-        for rom in /usr/lib/ipxe/qemu/efi-virtio.rom; do
+        for rom in /usr/lib/ipxe/qemu/efi-virtio.rom /usr/lib/ipxe/qemu/efi-e1000.rom; do
             [ -e "$rom" ] || continue
             mkdir -p "$root$(dirname "$rom")"
             cp -L "$rom" "$root$rom"

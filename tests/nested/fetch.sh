@@ -60,15 +60,10 @@ resolve_kernel_pkg() {
         sed -n 's/^ *Depends: *\(linux-image-[0-9][^ ]*-cloud-amd64\) *$/\1/p' | head -n 1
 }
 
-# apt-get download PKG..., refreshing the lists once if the download fails
-# (stale lists point at files the mirror no longer has).
+# apt-get download PKG... into debs/.
 download() {
     # As root, apt would warn that its _apt user cannot write here.
-    set -- $sandbox "$@"
-    if ! (cd debs && apt-get download "$@" >&2); then
-        apt_update || die "apt-get download $* failed and the lists could not be refreshed"
-        (cd debs && apt-get download "$@" >&2) || die "apt-get download $* failed"
-    fi
+    (cd debs && apt-get download $sandbox "$@" >&2)
 }
 
 # A previous fetch recorded the kernel it unpacked.
@@ -95,7 +90,16 @@ kdir=kernel/$kver
 if [ $force = 1 ] || [ ! -f "$kdir/.unpacked" ]; then
     if [ $force = 1 ] || ! ls debs/"${kpkg}"_*.deb >/dev/null 2>&1; then
         log "downloading $meta and $kpkg"
-        download "$meta" "$kpkg"
+        if ! download "$meta" "$kpkg"; then
+            # Stale lists name files the mirror no longer has; the fresh ones
+            # may name a newer kernel.
+            apt_update || die "apt-get download $meta $kpkg failed and the lists could not be refreshed"
+            kpkg=$(resolve_kernel_pkg)
+            [ -n "$kpkg" ] || die "apt-cache depends $meta names no linux-image-*-cloud-amd64 package"
+            kver=${kpkg#linux-image-}
+            kdir=kernel/$kver
+            download "$meta" "$kpkg" || die "apt-get download $meta $kpkg failed"
+        fi
     fi
     deb=$(ls -t debs/"${kpkg}"_*.deb | head -n 1)
     log "unpacking $deb into $WORK/$kdir"
@@ -103,6 +107,13 @@ if [ $force = 1 ] || [ ! -f "$kdir/.unpacked" ]; then
     mkdir -p "$kdir"
     dpkg -x "$deb" "$kdir"
     touch "$kdir/.unpacked"
+    # Older kernels are not needed any more.
+    for old in kernel/*; do
+        [ "$old" = "$kdir" ] || rm -rf "$old"
+    done
+    for old in debs/linux-image-*.deb; do
+        case $old in debs/"${kpkg}"_*|debs/"${meta}"_*) ;; *) rm -f "$old" ;; esac
+    done
 else
     log "kernel $kver already unpacked"
 fi
@@ -129,7 +140,8 @@ if [ -z "$busybox" ]; then
     if [ $force = 1 ] || ! is_static "$busybox"; then
         if [ $force = 1 ] || ! ls debs/busybox-static_*.deb >/dev/null 2>&1; then
             log "host has no static busybox; downloading busybox-static"
-            download busybox-static
+            download busybox-static || { apt_update && download busybox-static; } ||
+                die "apt-get download busybox-static failed"
         fi
         rm -rf busybox-static
         dpkg -x "$(ls -t debs/busybox-static_*.deb | head -n 1)" busybox-static

@@ -102,7 +102,7 @@ t0=$(date +%s.%N)
     die "build.sh failed"
 build_time=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
 
-qemu=(qemu-system-x86_64 -accel tcg,thread=multi,tb-size=512 -cpu EPYC,+svm,+npt
+qemu=(qemu-system-x86_64 -accel tcg,thread=multi -cpu EPYC,+svm,+npt
       -machine q35 -smp "$smp" -m "$memory"
       -nodefaults -no-user-config -no-reboot
       -kernel "$KERNEL" -initrd "$initrd")
@@ -174,10 +174,13 @@ while IFS= read -r line; do
     esac
 done < <(grep -o '@@TERN-TEST .*' <<<"$clean")
 
-: >"$metrics"
-grep -o '@@TERN-METRIC .*' <<<"$clean" | while read -r _ m v u; do
-    echo "$m $v $u" >>"$metrics"
-done
+{
+    [ -z "$ready_at" ] || echo "outer_start_to_ready $ready_at s"
+    echo "outer_run_total $total s"
+    grep -o '@@TERN-METRIC .*' <<<"$clean" | while read -r _ m v u; do
+        echo "$m $v $u"
+    done
+} >"$metrics"
 
 pass=0 failn=0 skipn=0
 echo

@@ -29,6 +29,9 @@
 #                marker (empty if it never came)
 #   $VM_TOTAL    seconds from VMM start to VMM exit
 #   $INNER_RC    exit status of the inner commands (empty if not reported)
+#   $VM_GUEST_INIT  the inner kernel's uptime when init started (its own
+#                clock: the part of $VM_MARKER spent in Linux, not in the VMM
+#                and firmware)
 #
 # Checks and reporting:
 #   expect_console PATTERN [WHAT]   fail unless $CONSOLE has a line matching
@@ -107,8 +110,8 @@ _vm_seq=0
 run_vm() {
     _vmm=$1
     shift
-    _timeout=$VM_TIMEOUT _cmds= _script= _initrd=$INNER_INITRD _kernel=$INNER_KERNEL
-    _append= _cmdline=$INNER_CMDLINE _cpus=1 _mem=256 _out= _shell=0
+    _timeout=$VM_TIMEOUT _cmds='' _script='' _initrd=$INNER_INITRD _kernel=$INNER_KERNEL
+    _append='' _cmdline=$INNER_CMDLINE _cpus=1 _mem=256 _out='' _shell=0
     while [ $# -gt 0 ]; do
         case $1 in
             --timeout) _timeout=$2; shift 2 ;;
@@ -183,6 +186,7 @@ run_vm() {
     VM_MARKER=
     [ -f "$_tag.mark" ] && VM_MARKER=$(fmt_cs $(($(cat "$_tag.mark") - _t0)))
     INNER_RC=$(tr -d '\r' <"$CONSOLE" | sed -n 's/.*TERN-INNER-RC=\([0-9]*\).*/\1/p' | tail -n 1)
+    VM_GUEST_INIT=$(tr -d '\r' <"$CONSOLE" | sed -n 's/.*TERN-INNER-INIT uptime=\([0-9.]*\).*/\1/p' | head -n 1)
     _m=none
     [ -z "$VM_MARKER" ] || _m=${VM_MARKER}s
     echo "run_vm: $_vmm exit=$VM_RC marker=$_m total=${VM_TOTAL}s inner_rc=${INNER_RC:-none} console=$CONSOLE"

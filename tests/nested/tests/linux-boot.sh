@@ -14,3 +14,4 @@ expect_console 'TERN-INNER-DONE'
 [ "$VM_RC" = 0 ] || fail "$NESTED_VMM exited with $VM_RC after the guest's poweroff -f (want 0)"
 metric "inner_${NESTED_VMM}_boot_to_marker" "$VM_MARKER" s
 metric "inner_${NESTED_VMM}_total" "$VM_TOTAL" s
+metric "inner_${NESTED_VMM}_guest_uptime_at_init" "$VM_GUEST_INIT" s

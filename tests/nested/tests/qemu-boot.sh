@@ -16,3 +16,4 @@ expect_console 'TERN-INNER-DONE'
 [ "$VM_RC" = 0 ] || fail "QEMU exited with $VM_RC after the guest's poweroff -f"
 metric inner_qemu_kvm_boot_to_marker "$VM_MARKER" s
 metric inner_qemu_kvm_total "$VM_TOTAL" s
+metric "inner_qemu_kvm_guest_uptime_at_init" "$VM_GUEST_INIT" s
