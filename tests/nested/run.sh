@@ -10,6 +10,10 @@
 #   --bin PATH        another binary for the outer machine's /tern/bin
 #   --shell           after the tests (none by default), a shell in the outer
 #                     machine on this terminal; exit it to power off
+#   --exec 'CMD'      after the tests (none by default), run CMD in the outer
+#                     machine on this terminal (helpers of outer/lib.sh
+#                     loaded), then power off (or open the --shell); e.g.
+#                     --exec 'run_tern_linux --shell' shows the inner Linux
 #   --no-qemu         no QEMU in the outer machine (smaller; no anchor tests)
 #   --vmm tern|qemu   the VMM the linux-* tests boot (default tern); qemu
 #                     checks the tests themselves against the anchor
@@ -35,6 +39,7 @@ die() { echo "run.sh: $*" >&2; exit 2; }
 tern=${TERN:-}
 bins=()
 shell=0
+exec_cmd=
 with_qemu=1
 vmm=tern
 overall=1200
@@ -49,6 +54,7 @@ while [ $# -gt 0 ]; do
         --tern) tern=${2:?--tern needs a path}; shift 2 ;;
         --bin) bins+=(--bin "${2:?--bin needs a path}"); shift 2 ;;
         --shell) shell=1; shift ;;
+        --exec) exec_cmd=${2:?--exec needs a command}; shift 2 ;;
         --no-qemu) with_qemu=0; shift ;;
         --vmm) vmm=${2:?--vmm needs tern or qemu}; shift 2
                case $vmm in tern|qemu) ;; *) die "--vmm: want tern or qemu, not '$vmm'" ;; esac ;;
@@ -65,7 +71,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-if [ ${#tests[@]} = 0 ] && [ $shell = 0 ]; then
+interactive=0
+[ $shell = 0 ] && [ -z "$exec_cmd" ] || interactive=1
+if [ ${#tests[@]} = 0 ] && [ $interactive = 0 ]; then
     for t in "$here"/tests/*.sh; do tests+=("$(basename "$t" .sh)"); done
 fi
 for t in ${tests[@]+"${tests[@]}"}; do
@@ -98,7 +106,8 @@ log=$rundir/outer-console.log
 metrics=$rundir/metrics.txt
 t0=$(date +%s.%N)
 "$here/build.sh" --out "$initrd" ${buildargs[@]+"${buildargs[@]}"} ${bins[@]+"${bins[@]}"} \
-    --set "TESTS='${tests[*]-}'" --set "TEST_TIMEOUT=$test_timeout" --set "NESTED_SHELL=$shell" --set "NESTED_VMM=$vmm" ||
+    --set "TESTS='${tests[*]-}'" --set "TEST_TIMEOUT=$test_timeout" --set "NESTED_SHELL=$shell" --set "NESTED_VMM=$vmm" \
+    --set "NESTED_EXEC64=$(printf '%s' "$exec_cmd" | base64 -w0)" ||
     die "build.sh failed"
 build_time=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
 
@@ -109,8 +118,8 @@ qemu=(qemu-system-x86_64 -accel tcg,thread=multi -cpu EPYC,+svm,+npt
 # quiet: the outer console carries the protocol; panic=-1: a panic ends QEMU.
 append="console=ttyS0 quiet panic=-1"
 
-if [ $shell = 1 ]; then
-    echo "run.sh: booting the outer machine (about a minute); Ctrl-A X kills it" >&2
+if [ $interactive = 1 ]; then
+    echo "run.sh: this host's KVM cannot boot Linux directly: running in the nested harness (QEMU TCG outer machine, ready in about 10 s; Ctrl-A X kills it)" >&2
     exec "${qemu[@]}" -append "$append" -nographic -serial mon:stdio \
         2> >(grep --line-buffered -v "TCG doesn't support requested feature" >&2)
 fi
