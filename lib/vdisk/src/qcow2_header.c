@@ -299,27 +299,28 @@ int qcow2_write_header(struct vdisk *d, struct qcow2 *q)
 		q->header_length = 112;
 	}
 	uint8_t *end = h + cs;
-	size_t need = 8 + 64 + 8 + sizeof(feat_names) / sizeof(feat_names[0]) * 48 + 8 +
-	              (q->backing_name ? strlen(q->backing_name) : 0);
+	size_t nfeat = sizeof(feat_names) / sizeof(feat_names[0]);
+	size_t need = 8 + 64 + 8 + (q->backing_name ? strlen(q->backing_name) : 0);
 	for (struct qcow2_ext *e = q->exts; e; e = e->next)
 		need += 8 + VD_ALIGN_UP(e->len, 8);
 	if ((size_t)(end - p) < need) {
 		free(h);
 		return vd_err(d, -ENOSPC, "header extensions and backing name do not fit in one cluster");
 	}
+	/* the feature-name table is optional: only when it fits */
+	bool feat = q->version >= 3 && (size_t)(end - p) >= need + 8 + nfeat * 48;
 	if (q->backing_fmt)
 		p = put_ext(p, QCOW2_EXT_BACKING_FMT, q->backing_fmt, (uint32_t)strlen(q->backing_fmt));
-	if (q->version >= 3) {
-		size_t n = sizeof(feat_names) / sizeof(feat_names[0]);
+	if (feat) {
 		vd_put_be32(p, QCOW2_EXT_FEATURES);
-		vd_put_be32(p + 4, (uint32_t)(n * 48));
-		for (size_t i = 0; i < n; i++) {
+		vd_put_be32(p + 4, (uint32_t)(nfeat * 48));
+		for (size_t i = 0; i < nfeat; i++) {
 			uint8_t *e = p + 8 + i * 48;
 			e[0] = feat_names[i].type;
 			e[1] = feat_names[i].bit;
 			strncpy((char *)e + 2, feat_names[i].name, 46);
 		}
-		p += 8 + n * 48;
+		p += 8 + nfeat * 48;
 	}
 	for (struct qcow2_ext *e = q->exts; e; e = e->next)
 		p = put_ext(p, e->type, e->data, e->len);

@@ -266,6 +266,26 @@ int qcow2_update_refcount(struct vdisk *d, uint64_t off, uint64_t len, int64_t d
 	return 0;
 }
 
+static bool block_missing(const struct qcow2 *q, uint64_t bi)
+{
+	return bi >= q->reftable_entries || !q->reftable[bi];
+}
+
+/* Missing refcount blocks for clusters [s, s+len). */
+static uint64_t count_missing(const struct qcow2 *q, uint64_t s, uint64_t len, uint64_t *maxbi)
+{
+	uint64_t m = 0;
+	*maxbi = 0;
+	for (uint64_t bi = s >> q->rb_bits; bi <= (s + len - 1) >> q->rb_bits; bi++)
+		if (block_missing(q, bi)) {
+			m++;
+			*maxbi = bi;
+		}
+	return m;
+}
+
+/* Find n free clusters. Refcount blocks missing for the run are placed
+ * at its start (they describe themselves), the data follows them. */
 int qcow2_alloc_clusters(struct vdisk *d, uint64_t n, uint64_t *out)
 {
 	struct qcow2 *q = Q(d);
@@ -273,12 +293,11 @@ int qcow2_alloc_clusters(struct vdisk *d, uint64_t n, uint64_t *out)
 	int r;
 	if ((r = qcow2_mark_dirty(d)) < 0)
 		return r;
-	uint64_t s = q->free_hint;
-	bool first_free_seen = false;
-	uint64_t first_free = s;
+restart:;
+	uint64_t s = q->free_hint, first_free = UINT64_MAX, m = 0, maxbi = 0;
 	for (;;) {
-		uint64_t run = 0, c = s;
-		while (run < n) {
+		uint64_t want = n + m, run = 0, c = s;
+		while (run < want) {
 			uint64_t rc;
 			if ((r = qcow2_get_refcount(d, c, &rc)) < 0)
 				return r;
@@ -287,31 +306,82 @@ int qcow2_alloc_clusters(struct vdisk *d, uint64_t n, uint64_t *out)
 				s = ++c;
 				continue;
 			}
-			if (!first_free_seen) {
-				first_free_seen = true;
+			if (first_free == UINT64_MAX)
 				first_free = c;
-			}
 			run++;
 			c++;
 		}
-		/* blocks that would self-place inside the run go first */
-		bool moved = false;
-		for (uint64_t bi = s >> q->rb_bits; bi <= (s + n - 1) >> q->rb_bits; bi++) {
-			if (bi < q->reftable_entries && q->reftable[bi])
-				continue;
-			uint64_t self = bi << q->rb_bits;
-			if ((r = ensure_block(d, bi)) < 0)
-				return r;
-			if (self >= s && self < s + n)
-				moved = true;
-		}
-		if (!moved)
+		uint64_t m2 = count_missing(q, s, want, &maxbi);
+		if (m2 <= m)
 			break;
+		m = m2;
 	}
-	if ((r = qcow2_update_refcount(d, s * cs, n * cs, 1)) < 0)
+	if (m && maxbi >= q->reftable_entries) {
+		if ((r = grow_reftable(d, maxbi)) < 0)
+			return r;
+		goto restart; /* the new table took space somewhere */
+	}
+	if (m) {
+		uint64_t span = n + m;
+		uint8_t *blk = malloc(cs);
+		if (!blk)
+			return vd_err(d, -ENOMEM, "out of memory");
+		uint64_t k = 0;
+		for (uint64_t bi = s >> q->rb_bits; bi <= (s + span - 1) >> q->rb_bits && r == 0; bi++) {
+			if (!block_missing(q, bi))
+				continue;
+			uint64_t at = s + k++;
+			memset(blk, 0, cs);
+			for (uint64_t c = s; c < s + m; c++)
+				if (c >> q->rb_bits == bi)
+					qcow2_rb_set(q, blk, c & ((1ull << q->rb_bits) - 1), 1);
+			qc_cache_discard(&q->rbc, at * cs, cs);
+			if ((r = vd_pwrite_full(d->fd, blk, cs, at * cs)) < 0)
+				r = vd_err(d, r, "writing a refcount block: %s", strerror(-r));
+		}
+		free(blk);
+		if (r < 0)
+			return r;
+		uint64_t *newoff = calloc(m, sizeof(*newoff)), *newbi = calloc(m, sizeof(*newbi));
+		if (!newoff || !newbi) {
+			free(newoff);
+			free(newbi);
+			return vd_err(d, -ENOMEM, "out of memory");
+		}
+		k = 0;
+		for (uint64_t bi = s >> q->rb_bits; bi <= (s + span - 1) >> q->rb_bits; bi++)
+			if (block_missing(q, bi)) {
+				newbi[k] = bi;
+				newoff[k] = (s + k) * cs;
+				k++;
+			}
+		for (uint64_t c = s; c < s + m && r == 0; c++)
+			if (!block_missing(q, c >> q->rb_bits))
+				r = qcow2_update_refcount(d, c * cs, cs, 1);
+		if (r == 0)
+			r = qc_cache_flush(&q->rbc);
+		if (r == 0 && (r = vd_fdatasync(d->fd)) < 0)
+			r = vd_err(d, r, "fdatasync: %s", strerror(-r));
+		for (uint64_t i = 0; i < m && r == 0; i++) {
+			uint8_t be[8];
+			vd_put_be64(be, newoff[i]);
+			if ((r = vd_pwrite_full(d->fd, be, 8, q->reftable_offset + newbi[i] * 8)) < 0) {
+				r = vd_err(d, r, "writing the refcount table: %s", strerror(-r));
+				break;
+			}
+			q->reftable[newbi[i]] = newoff[i];
+			r = qc_oset_add(&q->refblocks, newoff[i]);
+		}
+		free(newoff);
+		free(newbi);
+		if (r < 0)
+			return r;
+		q->host_end = VD_MAX(q->host_end, (s + m) * cs);
+	}
+	if ((r = qcow2_update_refcount(d, (s + m) * cs, n * cs, 1)) < 0)
 		return r;
-	q->free_hint = first_free == s ? s + n : first_free;
-	*out = s * cs;
+	q->free_hint = first_free == s ? s + m + n : first_free;
+	*out = (s + m) * cs;
 	return 0;
 }
 
