@@ -4,6 +4,7 @@
 #include "hw/rtc_cmos.h"
 #include "hw/test_exit.h"
 #include "hw/uart16550.h"
+#include "pci/pci.h"
 
 #include <string.h>
 
@@ -13,6 +14,7 @@ static const struct device_ops *const all_types[] = {
 	&acpi_pm_ops,
 	&i8042_ops,
 	&rtc_cmos_ops,
+	&pci_host_ops,
 };
 
 const struct device_ops *const *device_types(size_t *count)

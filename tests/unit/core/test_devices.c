@@ -22,6 +22,7 @@
 #include "hw/test_exit.h"
 #include "hw/uart16550.h"
 #include "machine/device_types.h"
+#include "pci/pci.h"
 
 /* How the test makes an instance of each type. A device type missing here
  * fails the test, so no device can skip the save/load check. */
@@ -51,6 +52,15 @@ static int make_rtc_cmos(struct vm *vm, struct device **out, struct terr *err)
 	return rtc_cmos_create(vm, NULL, out, err);
 }
 
+static int make_pci_host(struct vm *vm, struct device **out, struct terr *err)
+{
+	struct acpi_config c;
+	struct pci_host_params p;
+	acpi_config_defaults(&c, &vm->mem, 1);
+	pci_host_params_from_acpi(&p, &c);
+	return pci_host_create(vm, &p, out, err);
+}
+
 static const struct {
 	const char *type;
 	int (*make)(struct vm *vm, struct device **out, struct terr *err);
@@ -60,6 +70,7 @@ static const struct {
 	{ "acpi-pm", make_acpi_pm },
 	{ "i8042", make_i8042 },
 	{ "rtc-cmos", make_rtc_cmos },
+	{ "pci-host", make_pci_host },
 };
 
 struct fixture {
