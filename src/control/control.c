@@ -600,9 +600,15 @@ void control_server_destroy(struct control_server *s)
 {
 	if (!s)
 		return;
+	/* The socket file goes first: once a client sees its connection
+	 * close, the path is free. Removed only if it is still ours. */
+	struct stat st;
+	if (stat(s->path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino)
+		unlink(s->path);
 	if (s->builtin_shutdown)
 		s->builtin_shutdown(s);
 	evloop_del(s->loop, s->listen_fd);
+	close(s->listen_fd);
 	evloop_del(s->loop, s->post_fd);
 	for (struct control_client *c = s->clients; c; c = c->next)
 		evloop_del(s->loop, c->fd);
@@ -638,12 +644,7 @@ void control_server_destroy(struct control_server *s)
 		free(c->out);
 		free(c);
 	}
-	close(s->listen_fd);
 	close(s->post_fd);
-	/* Remove the socket file only if it is still ours. */
-	struct stat st;
-	if (stat(s->path, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino)
-		unlink(s->path);
 	pthread_mutex_lock(&s->lock);
 	server_unref_locked(s);
 }
