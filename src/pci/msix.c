@@ -119,6 +119,13 @@ void msix_control_changed(struct pci_device *pd)
 	}
 }
 
+bool msix_in_region(const struct pci_msix *m, unsigned bar, uint64_t off, unsigned size)
+{
+	uint64_t tlen = (uint64_t)m->nvec * PCI_MSIX_ENTRY_SIZE;
+	return (bar == m->table_bar && off + size > m->table_off && off < m->table_off + tlen) ||
+	       (bar == m->pba_bar && off + size > m->pba_off && off < m->pba_off + pba_bytes(m));
+}
+
 bool msix_bar_access(struct pci_device *pd, unsigned bar, uint64_t off, void *data,
 		     unsigned size, bool write)
 {

@@ -223,7 +223,7 @@ static void bar_read(void *opaque, uint64_t off, void *data, unsigned size)
 {
 	struct pci_bar *b = opaque;
 	struct pci_device *pd = b->pd;
-	if (pd->msix) {
+	if (pd->msix && msix_in_region(pd->msix, b->index, off, size)) {
 		pthread_mutex_lock(&pd->lock);
 		bool done = msix_bar_access(pd, b->index, off, data, size, false);
 		pthread_mutex_unlock(&pd->lock);
@@ -240,7 +240,7 @@ static void bar_write(void *opaque, uint64_t off, const void *data, unsigned siz
 {
 	struct pci_bar *b = opaque;
 	struct pci_device *pd = b->pd;
-	if (pd->msix) {
+	if (pd->msix && msix_in_region(pd->msix, b->index, off, size)) {
 		pthread_mutex_lock(&pd->lock);
 		bool done = msix_bar_access(pd, b->index, off, (void *)data, size, true);
 		pthread_mutex_unlock(&pd->lock);
@@ -260,6 +260,50 @@ static bool bar_placeable(const struct pci_bar *b, uint64_t addr)
 	if (b->type == PCI_BAR_MEM32)
 		return addr + b->size <= (1ull << 32);
 	return true;
+}
+
+/* Record a bar_mapped call to make once the device lock is dropped. An
+ * unmap followed by a map (a move) is two events; anything longer folds
+ * into the last state, which is what the model must end up with. */
+static void note_event(struct pci_bar *b, bool mapped, uint64_t addr)
+{
+	if (b->events == 2) {
+		b->event[0] = b->event[1];
+		b->events = 1;
+	}
+	b->event[b->events].mapped = mapped;
+	b->event[b->events].addr = addr;
+	b->events++;
+}
+
+struct bar_events {
+	unsigned n;
+	struct { unsigned bar; bool mapped; uint64_t addr; } e[PCI_STD_NUM_BARS * 2];
+};
+
+/* Under the lock: take the owed events. */
+static void take_events(struct pci_device *pd, struct bar_events *ev)
+{
+	ev->n = 0;
+	for (unsigned i = 0; i < PCI_STD_NUM_BARS; i++) {
+		struct pci_bar *b = &pd->bar[i];
+		for (unsigned k = 0; k < b->events; k++) {
+			ev->e[ev->n].bar = i;
+			ev->e[ev->n].mapped = b->event[k].mapped;
+			ev->e[ev->n].addr = b->event[k].addr;
+			ev->n++;
+		}
+		b->events = 0;
+	}
+}
+
+/* Without the lock: tell the model. */
+static void send_events(struct pci_device *pd, const struct bar_events *ev)
+{
+	if (!pd->ops || !pd->ops->bar_mapped)
+		return;
+	for (unsigned k = 0; k < ev->n; k++)
+		pd->ops->bar_mapped(pd, ev->e[k].bar, ev->e[k].mapped, ev->e[k].addr);
 }
 
 /* Make the bus decode exactly the BARs that COMMAND enables, where their
@@ -282,12 +326,14 @@ static void update_mappings(struct pci_device *pd)
 		if (b->mapped && (!want || b->mapped_at != addr)) {
 			bus_unregister(bus, b->mapped_at, b);
 			b->mapped = false;
+			note_event(b, false, b->mapped_at);
 		}
 		if (want && !b->mapped) {
 			struct terr err = { 0 };
 			if (bus_register(bus, addr, b->size, bar_read, bar_write, b, pd->name, &err) == 0) {
 				b->mapped = true;
 				b->mapped_at = addr;
+				note_event(b, true, addr);
 			} else {
 				log_warn(pd->name, "BAR %u not decoded: %s", i, err.msg);
 			}
@@ -372,7 +418,10 @@ void pci_config_write(struct pci_device *pd, unsigned off, unsigned size, uint32
 		update_intx(pd);
 	if (pd->msix && overlaps(off, size, pd->msix->cap + PCI_MSIX_FLAGS, 2))
 		msix_control_changed(pd);
+	struct bar_events ev;
+	take_events(pd, &ev);
 	pthread_mutex_unlock(&pd->lock);
+	send_events(pd, &ev);
 	if (pd->ops && pd->ops->config_write)
 		pd->ops->config_write(pd, off, size, val);
 }
@@ -511,7 +560,10 @@ void pci_device_reset(struct pci_device *pd)
 	update_intx(pd);
 	if (pd->msix)
 		msix_reset(pd);
+	struct bar_events ev;
+	take_events(pd, &ev);
 	pthread_mutex_unlock(&pd->lock);
+	send_events(pd, &ev);
 }
 
 /* ---- State ---- */
@@ -587,7 +639,10 @@ int pci_device_load(struct pci_device *pd, const struct state_reader *r, struct 
 	update_mappings(pd);
 	if (pd->msix)
 		msix_control_changed(pd);
+	struct bar_events ev;
+	take_events(pd, &ev);
 	pthread_mutex_unlock(&pd->lock);
+	send_events(pd, &ev);
 out:
 	free(cfg);
 	sr_free(&in);

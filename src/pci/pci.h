@@ -111,6 +111,8 @@ struct pci_bar {
 	/* where the BAR is decoded now (PCI layer, under the device lock) */
 	bool mapped;
 	uint64_t mapped_at;
+	unsigned events;             /* bar_mapped calls owed (PCI layer) */
+	struct { bool mapped; uint64_t addr; } event[2];
 	struct pci_device *pd;
 	unsigned index;
 };
@@ -122,6 +124,11 @@ struct pci_device_ops {
 	/* After a guest configuration read: may replace *val (e.g. virtio's
 	 * VIRTIO_PCI_CAP_PCI_CFG window). Optional. */
 	void (*config_read)(struct pci_device *pd, unsigned off, unsigned size, uint32_t *val);
+	/* A BAR started (mapped true) or stopped being decoded at addr: the
+	 * guest enabled/disabled decoding or moved it, or reset/load did. For
+	 * what the bus does not see, e.g. KVM ioeventfds on notify addresses,
+	 * which the model must move with the BAR. Optional. */
+	void (*bar_mapped)(struct pci_device *pd, unsigned bar, bool mapped, uint64_t addr);
 };
 
 struct pci_device {

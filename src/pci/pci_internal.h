@@ -27,7 +27,10 @@ struct pci_msix {
 
 void pci_bus_unref(struct pci_bus *bus);
 
-/* msix.c; all with pd->lock held */
+/* msix.c. Whether an access touches the table or the PBA: the layout is
+ * fixed at init, so no lock is needed (BAR accesses elsewhere stay lock-free). */
+bool msix_in_region(const struct pci_msix *m, unsigned bar, uint64_t off, unsigned size);
+/* The rest with pd->lock held. */
 bool msix_bar_access(struct pci_device *pd, unsigned bar, uint64_t off, void *data,
 		     unsigned size, bool write);
 void msix_control_changed(struct pci_device *pd);

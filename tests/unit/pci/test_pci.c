@@ -39,6 +39,9 @@ struct testdev {
 	unsigned reads, writes;    /* accesses that reached the model */
 	unsigned cfg_writes;
 	int vndr_cap;
+	unsigned map_events;       /* bar_mapped calls */
+	bool bar_on[6];            /* what bar_mapped last said */
+	uint64_t bar_at[6];
 };
 
 static void td_read(void *opaque, unsigned bar, uint64_t off, void *data, unsigned size)
@@ -68,7 +71,16 @@ static void td_cfg_write(struct pci_device *pd, unsigned off, unsigned size, uin
 	((struct testdev *)pd->opaque)->cfg_writes++;
 }
 
-static const struct pci_device_ops td_pci_ops = { .config_write = td_cfg_write };
+static void td_bar_mapped(struct pci_device *pd, unsigned bar, bool mapped, uint64_t addr)
+{
+	struct testdev *t = pd->opaque;
+	t->map_events++;
+	t->bar_on[bar] = mapped;
+	t->bar_at[bar] = addr;
+}
+
+static const struct pci_device_ops td_pci_ops = { .config_write = td_cfg_write,
+						  .bar_mapped = td_bar_mapped };
 
 static int td_save(struct device *d, struct state_writer *w)
 {
@@ -339,7 +351,11 @@ static void test_bar_gating_and_moves(void **ctx)
 	assert_int_equal(bus_write(&vm->pio, io, &v, 4), -ENOENT);
 	assert_int_equal(t->writes, 0);
 	/* memory decode on: MMIO BARs answer, the I/O BAR still does not */
+	assert_int_equal(t->map_events, 0);
 	ecam_write(vm, 4, PCI_COMMAND, 2, PCI_COMMAND_MEMORY);
+	assert_int_equal(t->map_events, 2);   /* BAR 0 and BAR 2 */
+	assert_true(t->bar_on[0] && t->bar_on[2] && !t->bar_on[4]);
+	assert_int_equal(t->bar_at[0], m32);
 	assert_int_equal(bus_write(&vm->mmio, m32 + 8, &v, 4), 0);
 	assert_int_equal(t->regs[2], 0x1234abcd);
 	uint32_t r = 0;
@@ -353,6 +369,8 @@ static void test_bar_gating_and_moves(void **ctx)
 	uint64_t to = f->acpi.mmio32_base + 0x100000;
 	ecam_write(vm, 4, PCI_BASE_ADDRESS_0, 4, (uint32_t)to);
 	assert_int_equal(pci_bar_address(&t->pci, 0), to);
+	assert_true(t->bar_on[0]);
+	assert_int_equal(t->bar_at[0], to);   /* the model heard of the move */
 	assert_int_equal(mmio_read32(vm, m32 + 8, &r), -ENOENT);
 	assert_int_equal(mmio_read32(vm, to + 8, &r), 0);
 	assert_int_equal(r, 0x1234abcd);
@@ -373,6 +391,8 @@ static void test_bar_gating_and_moves(void **ctx)
 	ecam_write(vm, 4, PCI_COMMAND, 2, PCI_COMMAND_IO);
 	assert_int_equal(mmio_read32(vm, to, &r), -ENOENT);
 	assert_int_equal(mmio_read32(vm, m64 + 0x1000, &r), -ENOENT);
+	assert_false(t->bar_on[0] || t->bar_on[2]);
+	assert_true(t->bar_on[4]);
 	assert_int_equal(bus_read(&vm->pio, 0xe000, &r, 1), 0);
 	/* a guest that stacks one BAR on another gets the second one undecoded,
 	 * and tern keeps running */
