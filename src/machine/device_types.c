@@ -5,6 +5,7 @@
 #include "hw/test_exit.h"
 #include "hw/uart16550.h"
 #include "pci/pci.h"
+#include "virtio/virtio_rng.h"
 
 #include <string.h>
 
@@ -15,6 +16,7 @@ static const struct device_ops *const all_types[] = {
 	&i8042_ops,
 	&rtc_cmos_ops,
 	&pci_host_ops,
+	&virtio_rng_ops,
 };
 
 const struct device_ops *const *device_types(size_t *count)

@@ -303,7 +303,9 @@ int virtio_dev_load(struct virtio_dev *dev, const struct state_reader *r, struct
 	if (nq != dev->nqueues)
 		return terr_set(err, EINVAL, "%s: saved with %llu queues, this device has %u", dev->id,
 				(unsigned long long)nq, dev->nqueues);
-	if (feat & ~dev->host_features)
+	/* Before FEATURES_OK the driver's feature word is just what it wrote;
+	 * after, it must be something this device offers. */
+	if ((status & VIRTIO_STATUS_FEATURES_OK) && (feat & ~dev->host_features))
 		return terr_set(err, EINVAL, "%s: saved driver features 0x%llx include 0x%llx, which "
 				"this device does not offer", dev->id, (unsigned long long)feat,
 				(unsigned long long)(feat & ~dev->host_features));

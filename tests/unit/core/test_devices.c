@@ -23,6 +23,7 @@
 #include "hw/uart16550.h"
 #include "machine/device_types.h"
 #include "pci/pci.h"
+#include "virtio/virtio_rng.h"
 
 /* How the test makes an instance of each type. A device type missing here
  * fails the test, so no device can skip the save/load check. */
@@ -61,6 +62,25 @@ static int make_pci_host(struct vm *vm, struct device **out, struct terr *err)
 	return pci_host_create(vm, &p, out, err);
 }
 
+/* virtio-rng on the VM's PCI bus (made here if the test has none yet), with
+ * BAR 4 decoded so the scribbles reach the virtio registers. */
+static int make_virtio_rng(struct vm *vm, struct device **out, struct terr *err)
+{
+	struct device *host = vm_find_device(vm, "pci.0");
+	int r;
+	if (!host && (r = make_pci_host(vm, &host, err)))
+		return r;
+	struct pci_bus *bus = pci_host_bus(host);
+	if ((r = virtio_rng_create(vm, bus, "rng.0", -1, out, err)))
+		return r;
+	for (unsigned s = 0; s < PCI_SLOTS; s++) {
+		struct pci_device *pd = pci_bus_device(bus, s);
+		if (pd && !strcmp(pd->name, "rng.0"))
+			pci_config_write(pd, PCI_COMMAND, 2, PCI_COMMAND_MEMORY);
+	}
+	return 0;
+}
+
 static const struct {
 	const char *type;
 	int (*make)(struct vm *vm, struct device **out, struct terr *err);
@@ -71,6 +91,7 @@ static const struct {
 	{ "i8042", make_i8042 },
 	{ "rtc-cmos", make_rtc_cmos },
 	{ "pci-host", make_pci_host },
+	{ "virtio-rng", make_virtio_rng },
 };
 
 struct fixture {

@@ -407,6 +407,7 @@ static void test_load_errors(void **ctx)
 	struct state_writer w;
 
 	sw_init(&w);
+	sw_uint(&w, "status", VIRTIO_STATUS_FEATURES_OK);
 	sw_uint(&w, "driver_features", 1ull << 40);
 	assert_true(load_dev(d, &w, &err) < 0);
 	assert_non_null(strstr(err.msg, "fake.0"));
