@@ -19,7 +19,7 @@ struct builtin {
 	struct timespec t0;
 
 	pthread_mutex_t lock;
-	bool held_pause;           /* "pause" holds one vm_pause (loop thread) */
+	bool held_pause;           /* "pause" holds one vm_pause reference */
 	char *resume_block;        /* why "resume" is refused, or NULL */
 	int last_state;            /* last "state" event sent, -1 none */
 };
@@ -86,6 +86,16 @@ void control_block_resume(struct control_server *s, const char *reason)
 	pthread_mutex_unlock(&b->lock);
 }
 
+void control_adopt_pause(struct control_server *s)
+{
+	if (!s || !s->builtin)
+		return;
+	struct builtin *b = s->builtin;
+	pthread_mutex_lock(&b->lock);
+	b->held_pause = true;
+	pthread_mutex_unlock(&b->lock);
+}
+
 /* ---- commands -------------------------------------------------------- */
 
 static void cmd_status(struct control_req *req, json_t *args, void *opaque)
@@ -117,9 +127,12 @@ static void cmd_pause(struct control_req *req, json_t *args, void *opaque)
 		control_reply_error(req, CONTROL_E_BAD_STATE, "the VM is exiting");
 		return;
 	}
-	if (!b->held_pause) {
+	pthread_mutex_lock(&b->lock);
+	bool held = b->held_pause;
+	b->held_pause = true;
+	pthread_mutex_unlock(&b->lock);
+	if (!held) {
 		vm_pause(b->vm);     /* returns once every vCPU is parked */
-		b->held_pause = true;
 		log_info("control", "VM paused");
 	}
 	control_notify_state(b->s);
@@ -138,13 +151,16 @@ static void cmd_resume(struct control_req *req, json_t *args, void *opaque)
 	}
 	pthread_mutex_lock(&b->lock);
 	char *block = b->resume_block ? strdup(b->resume_block) : NULL;
+	bool held = b->held_pause;
+	if (held && !block)
+		b->held_pause = false;
 	pthread_mutex_unlock(&b->lock);
 	if (block) {
 		control_reply_error(req, CONTROL_E_BAD_STATE, "the VM cannot be resumed: %s", block);
 		free(block);
 		return;
 	}
-	if (!b->held_pause) {
+	if (!held) {
 		if (st == CONTROL_VM_PAUSED) {
 			control_reply_error(req, CONTROL_E_BAD_STATE,
 					    "the VM is paused by an operation in progress, not by \"pause\"; "
@@ -154,7 +170,6 @@ static void cmd_resume(struct control_req *req, json_t *args, void *opaque)
 		control_reply_ok(req, json_pack("{s:s}", "state", "running"));
 		return;
 	}
-	b->held_pause = false;
 	vm_resume(b->vm);
 	log_info("control", "VM resumed");
 	control_notify_state(b->s);

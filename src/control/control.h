@@ -131,6 +131,10 @@ int control_builtins_register(struct control_server *s, struct vm *vm, const cha
 /* Emit a "state" event if the VM's state changed since the last one. Call it
  * after your own vm_pause / vm_resume (snapshot save, migration). */
 void control_notify_state(struct control_server *s);
+/* The VM was started paused (vm_start(vm, true, ...), a restore that waits):
+ * that pause reference now belongs to the user, and "resume" releases it.
+ * Call it before the VM starts running. */
+void control_adopt_pause(struct control_server *s);
 /* Make "resume" fail with bad-state and this reason (a migrated-away source
  * must never run again); NULL lifts the block. */
 void control_block_resume(struct control_server *s, const char *reason);

@@ -437,6 +437,7 @@ static void test_register(void **state)
 	control_emit_event(NULL, "x", json_object());
 	control_notify_state(NULL);
 	control_block_resume(NULL, "x");
+	control_adopt_pause(NULL);
 	control_server_destroy(NULL);
 }
 
@@ -588,6 +589,15 @@ static void test_builtins(void **state)
 	vm_resume(&vm);
 	control_notify_state(f->s);
 	expect(f, c, "{\"event\":\"state\",\"data\":{\"state\":\"running\"}}");
+
+	/* started paused (a restore that waits): "resume" lets it go */
+	vm.paused_users = 1;
+	vm.pause_req = true;
+	control_adopt_pause(f->s);
+	cl_send(c, "{\"id\":81,\"cmd\":\"resume\"}\n");
+	expect(f, c, "{\"id\":81,\"ok\":{\"state\":\"running\"}}");
+	assert_int_equal(vm.paused_users, 0);
+	assert_false(vm.pause_req);
 
 	cl_send(c, "{\"id\":9,\"cmd\":\"config\"}\n");
 	expect(f, c, "{\"id\":9,\"ok\":{\"config\":{\"memory.size\":\"64M\"}}}");
