@@ -672,7 +672,7 @@ static void usage(FILE *f)
 		char head[64];
 		snprintf(head, sizeof(head), "%s%s%s", commands[i].name, *commands[i].usage ? " " : "",
 			 commands[i].usage);
-		fprintf(f, "  %-26s %s\n", head, commands[i].summary);
+		fprintf(f, "  %-28s %s\n", head, commands[i].summary);
 	}
 	fprintf(f,
 		"\n"
