@@ -74,18 +74,14 @@ static void ioev_off(struct virtio_pci *vp)
 }
 
 /* Make the ioeventfds follow BAR 4: registered on the notify region while
- * the BAR is decoded, nowhere otherwise. */
-static void ioev_sync(struct virtio_pci *vp)
+ * the BAR is decoded, nowhere otherwise. Called with the virtio_dev lock. */
+static void ioev_set(struct virtio_pci *vp, bool mapped, uint64_t bar_addr)
 {
-	struct pci_bar *b = &vp->pci.bar[VIRTIO_PCI_BAR];
-	pthread_mutex_lock(&vp->pci.lock);
-	bool mapped = b->mapped;
-	uint64_t base = b->mapped_at + VIRTIO_PCI_NOTIFY_OFF;
-	pthread_mutex_unlock(&vp->pci.lock);
+	uint64_t base = bar_addr + VIRTIO_PCI_NOTIFY_OFF;
 	if (mapped == vp->ioev_on && (!mapped || base == vp->ioev_base))
 		return;
 	ioev_off(vp);
-	if (!mapped)
+	if (!mapped || !vp->kicks)
 		return;
 	for (unsigned q = 0; q < vp->vdev->nqueues; q++) {
 		int r = ioeventfd(vp, q, base, true);
@@ -102,6 +98,18 @@ static void ioev_sync(struct virtio_pci *vp)
 	}
 	vp->ioev_on = true;
 	vp->ioev_base = base;
+}
+
+/* The PCI layer's hook: BAR 4 started or stopped decoding, or moved (guest
+ * configuration writes, reset, load). */
+static void bar_mapped(struct pci_device *pd, unsigned bar, bool mapped, uint64_t addr)
+{
+	struct virtio_pci *vp = pd->opaque;
+	if (bar != VIRTIO_PCI_BAR || !vp->vdev)
+		return;
+	pthread_mutex_lock(&vp->vdev->lock);
+	ioev_set(vp, mapped, addr);
+	pthread_mutex_unlock(&vp->vdev->lock);
 }
 
 static void on_kick(void *opaque, uint32_t events)
@@ -314,16 +322,12 @@ static void cfg_write(struct pci_device *pd, unsigned off, unsigned size, uint32
 	unsigned len;
 	if (off == data && size == 4 && window(vp, &boff, &len))
 		virtio_pci_bar_write(vp, VIRTIO_PCI_BAR, boff, &val, len);
-	if (off < PCI_BASE_ADDRESS_0 + 24 && off + size > PCI_COMMAND) {
-		pthread_mutex_lock(&vp->vdev->lock);
-		ioev_sync(vp);
-		pthread_mutex_unlock(&vp->vdev->lock);
-	}
 }
 
 static const struct pci_device_ops vp_pci_ops = {
 	.config_read = cfg_read,
 	.config_write = cfg_write,
+	.bar_mapped = bar_mapped,
 };
 
 /* --- set-up --- */
@@ -419,6 +423,7 @@ void virtio_pci_destroy(struct virtio_pci *vp)
 {
 	if (!vp->vdev)
 		return;
+	pci_device_detach(&vp->pci);   /* no more BAR events after this */
 	if (vp->kicks) {
 		ioev_off(vp);
 		for (unsigned q = 0; q < vp->vdev->nqueues; q++) {
@@ -430,7 +435,6 @@ void virtio_pci_destroy(struct virtio_pci *vp)
 		free(vp->kicks);
 		vp->kicks = NULL;
 	}
-	pci_device_detach(&vp->pci);
 	virtio_dev_set_transport(vp->vdev, NULL, NULL);
 	vp->vdev = NULL;
 }
@@ -441,7 +445,6 @@ void virtio_pci_reset(struct virtio_pci *vp)
 	pthread_mutex_lock(&vp->vdev->lock);
 	virtio_dev_reset(vp->vdev);
 	transport_reset(vp);
-	ioev_sync(vp);
 	pthread_mutex_unlock(&vp->vdev->lock);
 }
 
@@ -503,7 +506,6 @@ int virtio_pci_load(struct virtio_pci *vp, const struct state_reader *r, struct 
 		for (unsigned q = 0; q < vp->vdev->nqueues; q++)
 			vp->vdev->vqs[q].msix_vector = valid_vector(vp, vp->vdev->vqs[q].msix_vector);
 	}
-	ioev_sync(vp);
 	pthread_mutex_unlock(&vp->vdev->lock);
 	return ret;
 }
