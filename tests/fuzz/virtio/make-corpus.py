@@ -49,3 +49,22 @@ os.makedirs(out, exist_ok=True)
 for name, data in seeds.items():
     with open(os.path.join(out, name), 'wb') as f:
         f.write(data)
+
+# virtio_dev_fuzz (corpus-dev): a driver bringing the device up, posting one
+# writable buffer, kicking, then configuration accesses, save/load and reset.
+ops = bytearray()
+ops += bytes([0, 0x03])                                  # status ACK|DRIVER
+ops += bytes([1, 1]) + struct.pack('<I', 1)              # features word 1: VERSION_1
+ops += bytes([1, 0]) + struct.pack('<I', 1 << 28)        # word 0: INDIRECT_DESC
+ops += bytes([0, 0x0b])                                  # FEATURES_OK
+ops += bytes([2, 3]) + struct.pack('<HHH', 0x100, 0x200, 0x300)   # queue 0, size 8
+ops += bytes([0, 0x0f])                                  # DRIVER_OK
+ops += bytes([3, 4, 0x02, 0, 6, 3, 4 | 0x80, 0, 8, 5, 0x02, 0x02, 1, 3, 6, 7])
+dev_ram = bytearray(0x800)
+struct.pack_into('<QIHH', dev_ram, 0x100, 0x400, 32, WRITE, 0)
+struct.pack_into('<H', dev_ram, 0x204, 0)
+struct.pack_into('<H', dev_ram, 0x202, 1)
+out = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'corpus-dev')
+os.makedirs(out, exist_ok=True)
+with open(os.path.join(out, 'bring-up'), 'wb') as f:
+    f.write(struct.pack('<H', len(ops)) + bytes(ops) + bytes(dev_ram))
