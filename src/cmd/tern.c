@@ -2,8 +2,10 @@
 #include "config/config.h"
 #include "core/vm.h"
 #include "machine/machine.h"
+#include "snapshot/snapshot.h"
 
 #include <getopt.h>
+#include <stdbool.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +15,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 		"usage: tern [-k FILE] [-o NAME=VALUE]... [options]\n"
+		"       tern restore SNAPSHOT [-o NAME=VALUE]... [--paused]\n"
 		"\n"
 		"Runs one virtual machine. Settings come from -k files (one NAME=VALUE per\n"
 		"line) and -o options, applied in command-line order; later ones win.\n"
@@ -27,6 +30,67 @@ static void usage(FILE *f)
 		"Example: tern -o kernel=hello.elf -o memory.size=256M -o test_exit.enable=on\n"
 		"Exit status: the guest's (power-off 0, or the test-exit code); 1 for a\n"
 		"setup error, 2 triple fault, 3 KVM internal error, 4 host error.\n");
+}
+
+/* tern restore FILE [-o NAME=VALUE]... [--paused] */
+static int cmd_restore(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "set", required_argument, NULL, 'o' },
+		{ "paused", no_argument, NULL, 'p' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	char **overrides = calloc((size_t)argc + 1, sizeof(char *));
+	int noverrides = 0, c;
+	bool paused = false;
+	struct terr err = { 0 };
+
+	if (!overrides) {
+		fprintf(stderr, "tern: out of memory\n");
+		return TERN_EXIT_SETUP_ERROR;
+	}
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'o':
+			overrides[noverrides++] = optarg;
+			break;
+		case 'p':
+			paused = true;
+			break;
+		case 'h':
+			printf("usage: tern restore SNAPSHOT [-o NAME=VALUE]... [--paused]\n"
+			       "Rebuilds the VM from the configuration embedded in SNAPSHOT (settings\n"
+			       "given with -o override it: disk paths, console.path, control.path...),\n"
+			       "loads its state and runs it; --paused waits for a resume first.\n"
+			       "RAM is mapped from the file lazily unless -o snapshot.eager=on.\n");
+			free(overrides);
+			return 0;
+		default:
+			free(overrides);
+			return TERN_EXIT_SETUP_ERROR;
+		}
+	}
+	if (optind != argc - 1) {
+		fprintf(stderr, "tern restore: give exactly one snapshot file (tern restore --help)\n");
+		free(overrides);
+		return TERN_EXIT_SETUP_ERROR;
+	}
+	struct machine m;
+	struct config *cfg;
+	if (snapshot_restore(argv[optind], overrides, noverrides, &m, &cfg, &err)) {
+		fprintf(stderr, "tern: %s\n", err.msg);
+		free(overrides);
+		return TERN_EXIT_SETUP_ERROR;
+	}
+	free(overrides);
+	int status = machine_run(&m, paused, &err);
+	if (err.code)
+		fprintf(stderr, "tern: %s\n", err.msg);
+	machine_destroy(&m);
+	config_free(cfg);
+	return status;
 }
 
 int main(int argc, char **argv)
@@ -44,6 +108,9 @@ int main(int argc, char **argv)
 	struct terr err = { 0 };
 	const char *dump = NULL;
 	int c, r;
+
+	if (argc > 1 && !strcmp(argv[1], "restore"))
+		return cmd_restore(argc - 1, argv + 1);
 
 	struct config *cfg = config_new();
 	if (!cfg) {
@@ -112,13 +179,13 @@ int main(int argc, char **argv)
 	}
 
 	struct machine m;
-	r = machine_build(&m, cfg, &err);
+	r = machine_build(&m, cfg, NULL, &err);
 	if (r) {
 		fprintf(stderr, "tern: %s\n", err.msg);
 		config_free(cfg);
 		return TERN_EXIT_SETUP_ERROR;
 	}
-	int status = machine_run(&m, &err);
+	int status = machine_run(&m, false, &err);
 	if (err.code)
 		fprintf(stderr, "tern: %s\n", err.msg);
 	machine_destroy(&m);

@@ -2,6 +2,7 @@
 #include "arch/x86/layout.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/sysinfo.h>
@@ -56,7 +57,7 @@ int guest_mem_create(struct guest_mem *m, uint64_t size, struct terr *err)
 		goto fail;
 	}
 	m->base = p;
-	madvise(m->base, size, MADV_MERGEABLE); /* harmless where KSM is off */
+	m->memfd = true;
 	guest_mem_layout(m, size);
 	return 0;
 fail:
@@ -102,5 +103,72 @@ int guest_mem_read(const struct guest_mem *m, uint64_t gpa, void *dst, uint64_t 
 	if (!p)
 		return -EFAULT;
 	memcpy(dst, p, len);
+	return 0;
+}
+
+/* Copies the data extents of [src->offset, +size) of the file into RAM. */
+static int fill_from_file(struct guest_mem *m, uint64_t size, const struct guest_mem_source *src,
+			  struct terr *err)
+{
+	const off_t end = (off_t)(src->offset + size);
+	off_t pos = (off_t)src->offset;
+	while (pos < end) {
+		off_t data = lseek(src->fd, pos, SEEK_DATA);
+		if (data < 0 && errno == ENXIO)
+			break;   /* only holes remain */
+		if (data < 0)
+			data = pos;   /* no SEEK_DATA: read everything */
+		if (data >= end)
+			break;
+		off_t hole = lseek(src->fd, data, SEEK_HOLE);
+		if (hole < 0 || hole > end)
+			hole = end;
+		for (off_t at = data; at < hole;) {
+			size_t chunk = (size_t)(hole - at) < (8u << 20) ? (size_t)(hole - at) : (8u << 20);
+			ssize_t n = pread(src->fd, m->base + (at - (off_t)src->offset), chunk, at);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				return terr_set(err, n < 0 ? errno : EIO, "reading guest RAM from the snapshot "
+						"at offset %lld: %s", (long long)at,
+						n < 0 ? strerror(errno) : "unexpected end of file");
+			at += n;
+		}
+		pos = hole;
+	}
+	return 0;
+}
+
+int guest_mem_create_from(struct guest_mem *m, uint64_t size, const struct guest_mem_source *src,
+			  struct terr *err)
+{
+	int r;
+
+	if (!src)
+		return guest_mem_create(m, size, err);
+	if (src->eager) {
+		r = guest_mem_create(m, size, err);
+		if (!r && (r = fill_from_file(m, size, src, err)))
+			guest_mem_destroy(m);
+		return r;
+	}
+	memset(m, 0, sizeof(*m));
+	m->fd = fcntl(src->fd, F_DUPFD_CLOEXEC, 0);
+	if (m->fd < 0)
+		return terr_set(err, errno, "dup of the snapshot file: %s", strerror(errno));
+	/* private: the guest's writes go to anonymous copies, the file stays as
+	 * it is; pages are read from it on first touch */
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, m->fd,
+		       (off_t)src->offset);
+	if (p == MAP_FAILED) {
+		r = terr_set(err, errno, "mapping %llu MiB of guest RAM from the snapshot: %s",
+			     (unsigned long long)(size >> 20), strerror(errno));
+		close(m->fd);
+		m->fd = -1;
+		return r;
+	}
+	m->base = p;
+	m->memfd = false;
+	guest_mem_layout(m, size);
 	return 0;
 }

@@ -23,6 +23,7 @@ struct guest_region {
 
 struct guest_mem {
 	int fd;                /* memfd (or snapshot file for a lazy restore), -1 if none */
+	bool memfd;            /* fd is our own memfd: holes in it are never-touched RAM */
 	uint8_t *base;         /* mapping of all RAM, regions are slices of it */
 	uint64_t size;         /* total RAM bytes */
 	unsigned nregions;
@@ -33,6 +34,20 @@ struct guest_mem {
  * back it with a fresh memfd and map it. */
 int guest_mem_create(struct guest_mem *m, uint64_t size, struct terr *err);
 void guest_mem_destroy(struct guest_mem *m);
+
+/* Where restored RAM comes from: `size` bytes at `offset` of a snapshot file,
+ * laid out like the memfd (regions back to back, zero pages as holes). */
+struct guest_mem_source {
+	int fd;
+	uint64_t offset;
+	bool eager;   /* read everything into a fresh memfd now */
+};
+
+/* Lazy: map the file privately, pages fault in from it on first touch and
+ * the file is never written. Eager: fresh memfd filled from the file's data
+ * extents (holes are skipped). */
+int guest_mem_create_from(struct guest_mem *m, uint64_t size, const struct guest_mem_source *src,
+			  struct terr *err);
 
 /* Region layout only (no allocation): fills regions[] and nregions. Used by
  * the loaders' unit tests and by restore, which maps RAM from a file. */

@@ -29,7 +29,7 @@ static int vm_set_memory(struct vm *vm, struct terr *err)
 }
 
 int vm_create(struct vm *vm, struct kvm_sys *kvm, uint64_t mem_size, unsigned ncpus,
-	      struct terr *err)
+	      const struct guest_mem_source *src, struct terr *err)
 {
 	int r;
 
@@ -75,7 +75,7 @@ int vm_create(struct vm *vm, struct kvm_sys *kvm, uint64_t mem_size, unsigned nc
 		r = terr_set(err, errno, "KVM_CREATE_PIT2: %s", strerror(errno));
 		goto fail;
 	}
-	r = guest_mem_create(&vm->mem, mem_size, err);
+	r = guest_mem_create_from(&vm->mem, mem_size, src, err);
 	if (r)
 		goto fail;
 	r = vm_set_memory(vm, err);
@@ -102,13 +102,17 @@ fail_early:
 	return r;
 }
 
-int vm_start(struct vm *vm, struct terr *err)
+int vm_start(struct vm *vm, bool paused, struct terr *err)
 {
 	int r = evloop_start(&vm->loop, err);
 	if (r)
 		return r;
 	pthread_mutex_lock(&vm->lock);
 	vm->running = true;
+	if (paused) {
+		vm->paused_users++;
+		vm->pause_req = true;
+	}
 	pthread_mutex_unlock(&vm->lock);
 	for (unsigned i = 0; i < vm->nvcpus; i++) {
 		r = vcpu_start(&vm->vcpus[i], err);

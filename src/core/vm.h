@@ -57,11 +57,13 @@ struct vm {
 };
 
 /* Create the KVM VM with in-kernel irqchip and PIT, `mem_size` bytes of RAM
- * and `ncpus` vCPUs (created, not started). */
+ * (fresh, or from a snapshot when src is not NULL) and `ncpus` vCPUs
+ * (created, not started). */
 int vm_create(struct vm *vm, struct kvm_sys *kvm, uint64_t mem_size, unsigned ncpus,
-	      struct terr *err);
-/* Start the vCPU threads and the event loop. */
-int vm_start(struct vm *vm, struct terr *err);
+	      const struct guest_mem_source *src, struct terr *err);
+/* Start the vCPU threads and the event loop; with `paused` the vCPUs park
+ * before their first instruction (vm_resume lets them go). */
+int vm_start(struct vm *vm, bool paused, struct terr *err);
 /* Barrier: returns once every vCPU is out of KVM_RUN with its last
  * instruction completed and parked, and every device is quiesced. Nests. */
 void vm_pause(struct vm *vm);

@@ -1,6 +1,7 @@
 #include "machine/machine.h"
 #include "arch/x86/boot_regs.h"
 #include "arch/x86/cpu.h"
+#include "arch/x86/cpu_state.h"
 #include "arch/x86/elf_pvh.h"
 #include "core/vcpu.h"
 #include "hw/test_exit.h"
@@ -70,7 +71,9 @@ static int setup_console(struct machine *m, struct terr *err)
 	struct uart_params p = { .id = "uart.0", .port = COM1_PORT, .irq = COM1_IRQ,
 				 .out_fd = STDOUT_FILENO, .in_fd = -1 };
 	if (path && strcmp(path, "stdio") != 0) {
-		m->console_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		/* a restored guest carries on writing after what it wrote before */
+		m->console_fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC |
+				     (m->restoring ? O_APPEND : O_TRUNC), 0644);
 		if (m->console_fd < 0)
 			return terr_set(err, errno, "console.path: cannot open \"%s\": %s", path,
 					strerror(errno));
@@ -154,7 +157,8 @@ static int setup_signals(struct machine *m, struct terr *err)
 	return 0;
 }
 
-int machine_build(struct machine *m, struct config *cfg, struct terr *err)
+int machine_build(struct machine *m, struct config *cfg, const struct machine_restore *restore,
+		  struct terr *err)
 {
 	uint64_t mem_size;
 	int64_t cpus;
@@ -163,6 +167,7 @@ int machine_build(struct machine *m, struct config *cfg, struct terr *err)
 
 	memset(m, 0, sizeof(*m));
 	m->cfg = cfg;
+	m->restoring = restore != NULL;
 	m->console_fd = -1;
 	m->signal_fd = -1;
 	m->kvm.fd = -1;
@@ -180,11 +185,14 @@ int machine_build(struct machine *m, struct config *cfg, struct terr *err)
 	r = kvm_sys_open(&m->kvm, "/dev/kvm", err);
 	if (r)
 		return r;
-	r = vm_create(&m->vm, &m->kvm, mem_size, (unsigned)cpus, err);
+	r = vm_create(&m->vm, &m->kvm, mem_size, (unsigned)cpus, restore ? &restore->ram : NULL, err);
 	if (r)
 		goto fail;
 	m->vm_created = true;
 	r = setup_vcpus(m, err);
+	if (r)
+		goto fail;
+	r = x86_msr_index_list(&m->kvm, &m->msr_list, &m->nmsrs, err);
 	if (r)
 		goto fail;
 	r = setup_signals(m, err);
@@ -199,9 +207,11 @@ int machine_build(struct machine *m, struct config *cfg, struct terr *err)
 		if (r)
 			goto fail;
 	}
-	r = load_kernel(m, err);
-	if (r)
-		goto fail;
+	if (!restore) {
+		r = load_kernel(m, err);
+		if (r)
+			goto fail;
+	}
 	/* --- control socket (src/control): before the vCPUs start --- */
 	r = control_start(&m->vm, cfg, &m->control, err);
 	if (r)
@@ -213,9 +223,9 @@ fail:
 	return r;
 }
 
-int machine_run(struct machine *m, struct terr *err)
+int machine_run(struct machine *m, bool paused, struct terr *err)
 {
-	int r = vm_start(&m->vm, err);
+	int r = vm_start(&m->vm, paused, err);
 	int status = vm_wait(&m->vm);
 	if (r)
 		return TERN_EXIT_HOST_ERROR;
@@ -241,6 +251,8 @@ void machine_destroy(struct machine *m)
 	tty_restore(m);
 	free(m->cpuid);
 	m->cpuid = NULL;
+	free(m->msr_list);
+	m->msr_list = NULL;
 	if (m->console_fd >= 0)
 		close(m->console_fd);
 	if (m->signal_fd >= 0)

@@ -16,12 +16,22 @@
 
 struct control_server;
 
+/* How machine_build gets the guest going: a fresh boot loads the kernel;
+ * a restore takes RAM from a snapshot and leaves registers and device state
+ * to the caller. */
+struct machine_restore {
+	struct guest_mem_source ram;
+};
+
 struct machine {
 	struct config *cfg;            /* borrowed; outlives the machine */
+	bool restoring;
 	struct kvm_sys kvm;
 	struct vm vm;
 	bool vm_created;
 	struct kvm_cpuid2 *cpuid;
+	uint32_t *msr_list;            /* MSRs a snapshot saves (KVM_GET_MSR_INDEX_LIST) */
+	unsigned nmsrs;
 	int console_fd;                /* console.path file, or -1 for stdio */
 	int signal_fd;                 /* SIGINT/SIGTERM/SIGHUP -> orderly exit */
 	bool tty_raw;
@@ -31,11 +41,14 @@ struct machine {
 	/* --- end control socket --- */
 };
 
-/* Build everything from m->cfg: VM, vCPUs, devices, kernel, registers. On
- * error nothing is left running and err says what is wrong. */
-int machine_build(struct machine *m, struct config *cfg, struct terr *err);
-/* Run until the guest or the host ends the VM; returns the exit status. */
-int machine_run(struct machine *m, struct terr *err);
+/* Build everything from cfg: VM, vCPUs, devices, and (without `restore`)
+ * kernel and boot registers. On error nothing is left running and err says
+ * what is wrong. */
+int machine_build(struct machine *m, struct config *cfg, const struct machine_restore *restore,
+		  struct terr *err);
+/* Run until the guest or the host ends the VM; returns the exit status.
+ * With `paused` the vCPUs wait for a resume before their first instruction. */
+int machine_run(struct machine *m, bool paused, struct terr *err);
 void machine_destroy(struct machine *m);
 
 #endif

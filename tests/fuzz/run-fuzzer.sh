@@ -3,7 +3,7 @@
 # Runs a libFuzzer target for SECONDS on a scratch copy of the seed corpus
 # (the source tree is never written). Fails on any crash, leak or timeout.
 set -eu
-fuzzer=$1; secs=$2; seeds=${3:-}
+fuzzer=$(realpath "$1"); secs=$2; seeds=${3:+$(realpath "$3")}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir "$work/corpus"

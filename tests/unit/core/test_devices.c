@@ -103,7 +103,7 @@ static int setup(void **ctx)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
 	struct terr err = { 0 };
-	if (kvm_sys_open(&f->kvm, "/dev/kvm", &err) || vm_create(&f->vm, &f->kvm, 4 << 20, 1, &err)) {
+	if (kvm_sys_open(&f->kvm, "/dev/kvm", &err) || vm_create(&f->vm, &f->kvm, 4 << 20, 1, NULL, &err)) {
 		fprintf(stderr, "%s\n", err.msg);
 		free(f);
 		return -1;

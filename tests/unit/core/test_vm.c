@@ -74,11 +74,11 @@ static void test_pause_resume_exit(void **ctx)
 	assert_int_equal(kvm_sys_open(&kvm, "/dev/kvm", &err), 0);
 	/* two vCPUs: the second sits in wait-for-SIPI inside KVM_RUN, which the
 	 * barrier must also reach */
-	assert_int_equal(vm_create(&vm, &kvm, 4 << 20, 2, &err), 0);
+	assert_int_equal(vm_create(&vm, &kvm, 4 << 20, 2, NULL, &err), 0);
 	/* 1: inc dword [COUNTER]; jmp 1b */
 	const uint8_t loop[] = { 0x66, 0xff, 0x06, COUNTER & 0xff, COUNTER >> 8, 0xeb, 0xf9 };
 	start_at(&vm, loop, sizeof(loop), 0x3ff, false);
-	assert_int_equal(vm_start(&vm, &err), 0);
+	assert_int_equal(vm_start(&vm, false, &err), 0);
 
 	uint32_t c0 = counter(&vm);
 	for (int i = 0; i < 200 && counter(&vm) == c0; i++)
@@ -117,12 +117,12 @@ static void test_triple_fault(void **ctx)
 	struct vm vm;
 	struct terr err = { 0 };
 	assert_int_equal(kvm_sys_open(&kvm, "/dev/kvm", &err), 0);
-	assert_int_equal(vm_create(&vm, &kvm, 4 << 20, 1, &err), 0);
+	assert_int_equal(vm_create(&vm, &kvm, 4 << 20, 1, NULL, &err), 0);
 	/* ud2 in protected mode with an empty IDT: #UD -> #GP -> double fault
 	 * -> shutdown */
 	const uint8_t ud2[] = { 0x0f, 0x0b };
 	start_at(&vm, ud2, sizeof(ud2), 0, true);
-	assert_int_equal(vm_start(&vm, &err), 0);
+	assert_int_equal(vm_start(&vm, false, &err), 0);
 	assert_int_equal(vm_wait(&vm), TERN_EXIT_TRIPLE_FAULT);
 	assert_int_equal(vm.exit_reason, VM_EXIT_TRIPLE_FAULT);
 	vm_destroy(&vm);
@@ -136,10 +136,10 @@ static void test_bad_sizes(void **ctx)
 	struct vm vm;
 	struct terr err = { 0 };
 	assert_int_equal(kvm_sys_open(&kvm, "/dev/kvm", &err), 0);
-	assert_true(vm_create(&vm, &kvm, 4 << 20, 0, &err) < 0);
+	assert_true(vm_create(&vm, &kvm, 4 << 20, 0, NULL, &err) < 0);
 	assert_non_null(strstr(err.msg, "cpus: 0 vCPUs requested"));
 	terr_clear(&err);
-	assert_true(vm_create(&vm, &kvm, 4095, 1, &err) < 0);
+	assert_true(vm_create(&vm, &kvm, 4095, 1, NULL, &err) < 0);
 	assert_non_null(strstr(err.msg, "memory.size"));
 	kvm_sys_close(&kvm);
 

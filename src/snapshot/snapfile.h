@@ -1,0 +1,82 @@
+/* The snapshot file: header, sections of tagged fields, table of contents,
+ * then guest RAM at a page-aligned offset with zero pages left as holes, so
+ * RAM can be mapped straight from the file. docs/snapshot-format.md gives
+ * the layout byte by byte. This file knows the container only; what goes in
+ * the sections is snapshot/save.c's and snapshot/restore.c's business. */
+#ifndef TERN_SNAPSHOT_SNAPFILE_H
+#define TERN_SNAPSHOT_SNAPFILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "state/state.h"
+#include "util/error.h"
+
+#define SNAP_MAGIC            "TERNSNAP"
+#define SNAP_FORMAT_VERSION   1
+#define SNAP_HEADER_SIZE      512
+#define SNAP_TOC_ENTRY_SIZE   96
+#define SNAP_PAGE_SIZE        4096
+#define SNAP_ID_MAX           32
+#define SNAP_KIND_MAX         16
+#define SNAP_MAX_SECTIONS     4096
+#define SNAP_MAX_STATE_BYTES  (256u << 20)   /* the state part is read into memory */
+
+struct snap_host {
+	char tern_version[32];
+	char cpu_vendor[16];
+	uint32_t cpuid1_eax, cpuid1_ecx, cpuid1_edx;
+	uint32_t cpuid7_ebx, cpuid7_ecx, cpuid7_edx;
+};
+
+struct snap_section {
+	char id[SNAP_ID_MAX + 1];       /* "vcpu.0", "uart.0" */
+	char kind[SNAP_KIND_MAX + 1];   /* "vcpu", "uart16550" */
+	uint16_t version, min_version;
+	uint64_t offset, length, checksum;
+	const uint8_t *data;            /* reader: points into the loaded state part */
+	uint8_t *owned;                 /* writer: the blob */
+};
+
+struct snapshot {
+	int fd;
+	uint64_t file_size;
+	uint32_t format_version;
+	uint64_t created;
+	struct snap_host host;
+	uint64_t ram_offset, ram_length;
+	unsigned nsections;
+	struct snap_section *sections;
+	uint8_t *state;                 /* bytes [0, end of TOC) of the file */
+	uint64_t state_len;
+};
+
+/* This host's identity for the header. */
+void snap_host_fill(struct snap_host *h);
+
+/* --- writing --- */
+void snap_init_writer(struct snapshot *s);
+/* Add a section; takes a copy of the blob. */
+int snap_add_section(struct snapshot *s, const char *id, const char *kind, unsigned version,
+		     unsigned min_version, const struct state_writer *blob, struct terr *err);
+/* Lay out and write header, sections and TOC to fd; RAM of ram_length bytes
+ * will go at s->ram_offset (set here), which the caller fills. */
+int snap_write_state(struct snapshot *s, int fd, uint64_t ram_length, struct terr *err);
+
+/* --- reading --- */
+/* Open and validate: magic, format version, header checksum, TOC bounds and
+ * checksum, every section's bounds and checksum, RAM extent against the file
+ * size. Errors name the file, the part and the offset. */
+int snap_open(struct snapshot *s, const char *path, struct terr *err);
+/* The same checks over a memory buffer holding a whole file (fuzzing, tests). */
+int snap_parse(struct snapshot *s, const uint8_t *buf, size_t len, const char *name,
+	       struct terr *err);
+const struct snap_section *snap_find(const struct snapshot *s, const char *id);
+/* A reader over a section, refusing a section whose min_version is newer
+ * than `supported` (naming the section and both versions). */
+int snap_section_reader(const struct snapshot *s, const struct snap_section *sec,
+			unsigned supported, struct state_reader *r, struct terr *err);
+void snap_close(struct snapshot *s);
+
+#endif
