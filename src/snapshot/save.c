@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <libgen.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,6 +191,14 @@ int snapshot_save(struct machine *m, const char *path, snapshot_progress_fn prog
 	snap_init_writer(&s);
 	vm_pause(&m->vm);
 	t_paused = now_ms();
+	pthread_mutex_lock(&m->vm.lock);
+	bool exiting = m->vm.exit_req;
+	pthread_mutex_unlock(&m->vm.lock);
+	if (exiting) {
+		/* its vCPUs stopped wherever the exit found them */
+		r = terr_set(err, ESHUTDOWN, "snapshot: the VM is shutting down");
+		goto out;
+	}
 	r = add_config(&s, m->cfg, err);
 	if (!r)
 		r = add_machine_state(&s, m, err);
