@@ -1,10 +1,17 @@
 #include "machine/machine.h"
+#include "arch/x86/acpi.h"
 #include "arch/x86/boot_regs.h"
+#include "arch/x86/bzimage.h"
 #include "arch/x86/cpu.h"
 #include "arch/x86/cpu_state.h"
 #include "arch/x86/elf_pvh.h"
 #include "core/vcpu.h"
+#include "hw/acpi_pm.h"
+#include "hw/i8042.h"
+#include "hw/rtc_cmos.h"
 #include "hw/test_exit.h"
+#include "pci/pci.h"
+#include "virtio/virtio_rng.h"
 #include "hw/uart16550.h"
 #include "util/log.h"
 #include "control/control.h"
@@ -86,7 +93,30 @@ static int setup_console(struct machine *m, struct terr *err)
 	return uart16550_create(&m->vm, &p, &d, err);
 }
 
-static int load_kernel(struct machine *m, struct terr *err)
+/* The platform every VM has, in a fixed order: device ids (acpi-pm.0,
+ * i8042.0, rtc.0, pci.0, ...) are what a restore matches sections on. */
+static int setup_platform(struct machine *m, const struct acpi_config *acfg, struct terr *err)
+{
+	struct device *d;
+	struct pci_host_params pp;
+	bool rng;
+	int r = acpi_pm_create(&m->vm, NULL, &d, err);
+	if (!r)
+		r = i8042_create(&m->vm, NULL, &d, err);
+	if (!r)
+		r = rtc_cmos_create(&m->vm, NULL, &d, err);
+	if (r)
+		return r;
+	pci_host_params_from_acpi(&pp, acfg);
+	r = pci_host_create(&m->vm, &pp, &m->pci_host, err);
+	if (!r)
+		r = config_get_bool(m->cfg, "rng.enable", &rng, err);
+	if (!r && rng)
+		r = virtio_rng_create(&m->vm, pci_host_bus(m->pci_host), "rng.0", -1, &d, err);
+	return r;
+}
+
+static int load_kernel(struct machine *m, const struct acpi_config *acfg, struct terr *err)
 {
 	const char *kernel, *initrd, *cmdline;
 	int r = config_get_path(m->cfg, "kernel", &kernel, err);
@@ -102,12 +132,17 @@ static int load_kernel(struct machine *m, struct terr *err)
 		cmdline = "";
 
 	struct boot_entry entry;
+	uint64_t rsdp;
 	if (access(kernel, R_OK) < 0)
 		return terr_set(err, errno, "kernel %s: %s", kernel, strerror(errno));
-	if (!elf_pvh_file_is_elf(kernel))
-		return terr_set(err, ENOEXEC, "kernel %s: not an ELF file with a PVH entry "
-				"(bzImage kernels are not supported by this build)", kernel);
-	r = pvh_boot_load(&m->vm.mem, kernel, initrd, cmdline, 0, &entry, err);
+	r = acpi_build(&m->vm.mem, acfg, &rsdp, err);
+	if (r)
+		return r;
+	/* an ELF boots through PVH, anything else must be a bzImage */
+	if (elf_pvh_file_is_elf(kernel))
+		r = pvh_boot_load(&m->vm.mem, kernel, initrd, cmdline, rsdp, &entry, err);
+	else
+		r = bzimage_boot_load(&m->vm.mem, kernel, initrd, cmdline, rsdp, &entry, err);
 	if (r)
 		return r;
 
@@ -207,8 +242,14 @@ int machine_build(struct machine *m, struct config *cfg, const struct machine_re
 		if (r)
 			goto fail;
 	}
+	struct acpi_config acfg;
+	acpi_config_defaults(&acfg, &m->vm.mem, (unsigned)cpus);
+	r = setup_platform(m, &acfg, err);
+	if (r)
+		goto fail;
+	/* a restored guest has its tables, kernel and registers in the snapshot */
 	if (!restore) {
-		r = load_kernel(m, err);
+		r = load_kernel(m, &acfg, err);
 		if (r)
 			goto fail;
 	}

@@ -29,6 +29,7 @@ struct machine {
 	struct kvm_sys kvm;
 	struct vm vm;
 	bool vm_created;
+	struct device *pci_host;       /* pci.0: virtio devices attach to its bus */
 	struct kvm_cpuid2 *cpuid;
 	uint32_t *msr_list;            /* MSRs a snapshot saves (KVM_GET_MSR_INDEX_LIST) */
 	unsigned nmsrs;
