@@ -1,5 +1,6 @@
 /* tern: run a VM described by -k FILE and -o name=value settings. */
 #include "config/config.h"
+#include "control/control.h"
 #include "core/vm.h"
 #include "machine/machine.h"
 #include "snapshot/snapshot.h"
@@ -85,6 +86,9 @@ static int cmd_restore(int argc, char **argv)
 		return TERN_EXIT_SETUP_ERROR;
 	}
 	free(overrides);
+	/* "ternctl resume" releases the pause of a VM restored paused */
+	if (paused)
+		control_adopt_pause(m.control);
 	int status = machine_run(&m, paused, &err);
 	if (err.code)
 		fprintf(stderr, "tern: %s\n", err.msg);

@@ -15,6 +15,7 @@
 #include "hw/uart16550.h"
 #include "util/log.h"
 #include "control/control.h"
+#include "snapshot/snapshot_cmds.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -257,6 +258,9 @@ int machine_build(struct machine *m, struct config *cfg, const struct machine_re
 	r = control_start(&m->vm, cfg, &m->control, err);
 	if (r)
 		goto fail;
+	r = snapshot_cmds_register(m, err);
+	if (r)
+		goto fail;
 	/* --- end control socket --- */
 	return 0;
 fail:
@@ -283,6 +287,7 @@ void machine_destroy(struct machine *m)
 		vm_request_exit(&m->vm, VM_EXIT_QUIT, 0);
 		vm_wait(&m->vm);
 	}
+	snapshot_cmds_stop(m);   /* joins a save in progress */
 	control_server_destroy(m->control);
 	m->control = NULL;
 	/* --- end control socket --- */

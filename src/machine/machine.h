@@ -15,6 +15,7 @@
 #include "util/error.h"
 
 struct control_server;
+struct snapshot_cmds;
 
 /* How machine_build gets the guest going: a fresh boot loads the kernel;
  * a restore takes RAM from a snapshot and leaves registers and device state
@@ -39,6 +40,7 @@ struct machine {
 	struct termios tty_saved;
 	/* --- control socket (src/control) --- */
 	struct control_server *control;   /* NULL when the configuration asks for none */
+	struct snapshot_cmds *snapshot_cmds;  /* snapshot-save (src/snapshot/snapshot_cmds.c) */
 	/* --- end control socket --- */
 };
 

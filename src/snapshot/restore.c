@@ -3,6 +3,7 @@
 #include "core/vcpu.h"
 #include "snapshot/sections.h"
 #include "snapshot/snapfile.h"
+#include "util/log.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -10,9 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The embedded configuration, then the caller's overrides. */
-static int rebuild_config(const struct snapshot *s, const char *path, char **overrides,
-			  int noverrides, struct config **out, struct terr *err)
+int snapshot_config(const struct snapshot *s, const char *path, char **overrides,
+		    int noverrides, struct config **out, struct terr *err)
 {
 	const struct snap_section *sec = snap_find(s, SECTION_CONFIG);
 	struct state_reader r;
@@ -75,30 +75,50 @@ static int rebuild_config(const struct snapshot *s, const char *path, char **ove
 	return 0;
 }
 
-static int check_ram(const struct snapshot *s, const char *path, uint64_t mem_size, struct terr *err)
+/* The ram section against the machine's RAM. */
+static int check_ram_section(const struct snapshot *s, const struct guest_mem *mem, struct terr *err)
 {
 	const struct snap_section *sec = snap_find(s, SECTION_RAM);
 	struct state_reader r;
-	uint64_t size, page;
+	uint64_t size, page, nregions;
 	if (!sec)
-		return terr_set(err, EINVAL, "%s: the snapshot has no ram section", path);
+		return terr_set(err, EINVAL, "the snapshot has no ram section");
 	int ret = snap_section_reader(s, sec, SECTION_RAM_VERSION, &r, err);
 	if (ret)
 		return ret;
 	ret = sr_uint(&r, "size", 0, &size, err);
 	if (!ret)
 		ret = sr_uint(&r, "page_size", SNAP_PAGE_SIZE, &page, err);
+	if (!ret)
+		ret = sr_uint(&r, "regions", mem->nregions, &nregions, err);
+	/* the regions must lie where this tern lays RAM out: the bytes are
+	 * stored in that order */
+	for (unsigned i = 0; !ret && i < mem->nregions && nregions == mem->nregions; i++) {
+		static const char *const what[3] = { "gpa", "size", "offset" };
+		const uint64_t have[3] = { mem->regions[i].gpa, mem->regions[i].size, mem->regions[i].offset };
+		for (int k = 0; !ret && k < 3; k++) {
+			char n[32];
+			uint64_t v;
+			snprintf(n, sizeof(n), "region%u.%s", i, what[k]);
+			ret = sr_uint(&r, n, have[k], &v, err);
+			if (!ret && v != have[k])
+				ret = terr_set(err, EINVAL, "ram: region %u has %s 0x%llx in the snapshot, "
+					       "0x%llx here", i, what[k], (unsigned long long)v,
+					       (unsigned long long)have[k]);
+		}
+	}
 	sr_free(&r);
 	if (ret)
 		return ret;
 	if (page != SNAP_PAGE_SIZE)
-		return terr_set(err, EINVAL, "%s: RAM saved with %llu-byte pages, this tern maps %d-byte "
-				"pages", path, (unsigned long long)page, SNAP_PAGE_SIZE);
-	if (size != mem_size || s->ram_length != mem_size)
-		return terr_set(err, EINVAL, "%s: the ram section declares %llu bytes and the file holds "
-				"%llu, but the configuration says memory.size is %llu", path,
-				(unsigned long long)size, (unsigned long long)s->ram_length,
-				(unsigned long long)mem_size);
+		return terr_set(err, EINVAL, "RAM saved with %llu-byte pages, this tern maps %d-byte "
+				"pages", (unsigned long long)page, SNAP_PAGE_SIZE);
+	if (size != mem->size)
+		return terr_set(err, EINVAL, "the ram section declares %llu bytes, but the machine has "
+				"%llu", (unsigned long long)size, (unsigned long long)mem->size);
+	if (nregions != mem->nregions)
+		return terr_set(err, EINVAL, "ram: %llu regions in the snapshot, %u here",
+				(unsigned long long)nregions, mem->nregions);
 	return 0;
 }
 
@@ -115,7 +135,7 @@ static int load_section(const struct snapshot *s, const char *id, const char *ki
 	return snap_section_reader(s, sec, supported, r, err);
 }
 
-static int apply_state(const struct snapshot *s, struct machine *m, struct terr *err)
+int snapshot_apply_sections(const struct snapshot *s, struct machine *m, struct terr *err)
 {
 	struct state_reader r;
 	bool *used = calloc(s->nsections + 1, sizeof(bool));
@@ -123,6 +143,9 @@ static int apply_state(const struct snapshot *s, struct machine *m, struct terr 
 
 	if (!used)
 		return terr_set(err, ENOMEM, "out of memory");
+	ret = check_ram_section(s, &m->vm.mem, err);
+	if (ret)
+		goto out;
 	for (unsigned i = 0; i < s->nsections; i++)
 		if (!strcmp(s->sections[i].id, SECTION_CONFIG) || !strcmp(s->sections[i].id, SECTION_RAM))
 			used[i] = true;
@@ -170,21 +193,26 @@ int snapshot_restore(const char *path, char **overrides, int noverrides, struct 
 	ret = snap_open(&s, path, err);
 	if (ret)
 		return ret;
-	ret = rebuild_config(&s, path, overrides, noverrides, &cfg, err);
+	ret = snapshot_config(&s, path, overrides, noverrides, &cfg, err);
 	if (!ret)
 		ret = config_get_size(cfg, "memory.size", &mem_size, err);
 	if (!ret)
 		ret = config_get_bool(cfg, "snapshot.eager", &eager, err);
-	if (!ret)
-		ret = check_ram(&s, path, mem_size, err);
+	if (!ret && s.ram_length != mem_size)
+		ret = terr_set(err, EINVAL, "%s: the file holds %llu bytes of RAM, but the configuration "
+			       "says memory.size is %llu", path, (unsigned long long)s.ram_length,
+			       (unsigned long long)mem_size);
 	if (ret)
 		goto fail;
+	if (snap_vendor_differs(&s))
+		log_warn("snapshot", "%s was written on a %s CPU, this host has another vendor: its "
+			 "state may not load", path, s.host.cpu_vendor);
 
 	struct machine_restore rs = { .ram = { .fd = s.fd, .offset = s.ram_offset, .eager = eager } };
 	ret = machine_build(m, cfg, &rs, err);
 	if (ret)
 		goto fail;
-	ret = apply_state(&s, m, err);
+	ret = snapshot_apply_sections(&s, m, err);
 	if (ret) {
 		terr_prefix(err, "%s: ", path);
 		machine_destroy(m);

@@ -51,6 +51,8 @@ static int add_config(struct snapshot *s, struct config *cfg, struct terr *err)
 
 static int add_machine_state(struct snapshot *s, struct machine *m, struct terr *err)
 {
+	if (!m->vm.mem.base)
+		return terr_set(err, EINVAL, "snapshot: the machine has no RAM");
 	struct state_writer w;
 	int r;
 
@@ -97,6 +99,20 @@ static int add_machine_state(struct snapshot *s, struct machine *m, struct terr 
 	r = snap_add_section(s, SECTION_RAM, SECTION_RAM, SECTION_RAM_VERSION, 1, &w, err);
 	sw_free(&w);
 	return r;
+}
+
+int snapshot_build_sections(struct machine *m, struct snapshot *s, struct terr *err)
+{
+	int r = add_config(s, m->cfg, err);
+	return r ? r : add_machine_state(s, m, err);
+}
+
+static bool vm_exiting(struct vm *vm)
+{
+	pthread_mutex_lock(&vm->lock);
+	bool e = vm->exit_req;
+	pthread_mutex_unlock(&vm->lock);
+	return e;
 }
 
 static bool page_is_zero(const uint8_t *p)
@@ -168,9 +184,14 @@ static int write_ram(struct machine *m, int fd, uint64_t ram_offset, snapshot_pr
 		if (run && (r = write_run(fd, mem->base + run_start, run, ram_offset + run_start, err)))
 			return r;
 		*data_bytes += run;
-		if (progress && pos - last_report >= (64u << 20)) {
-			progress(opaque, pos, size);
+		if (pos - last_report >= (64u << 20)) {
+			if (progress)
+				progress(opaque, pos, size);
 			last_report = pos;
+			/* tern is ending under us (quit, signal): give up, the
+			 * temporary file goes */
+			if (vm_exiting(&m->vm))
+				return terr_set(err, ESHUTDOWN, "snapshot: the VM is shutting down");
 		}
 	}
 	if (progress)
@@ -191,17 +212,12 @@ int snapshot_save(struct machine *m, const char *path, snapshot_progress_fn prog
 	snap_init_writer(&s);
 	vm_pause(&m->vm);
 	t_paused = now_ms();
-	pthread_mutex_lock(&m->vm.lock);
-	bool exiting = m->vm.exit_req;
-	pthread_mutex_unlock(&m->vm.lock);
-	if (exiting) {
+	if (vm_exiting(&m->vm)) {
 		/* its vCPUs stopped wherever the exit found them */
 		r = terr_set(err, ESHUTDOWN, "snapshot: the VM is shutting down");
 		goto out;
 	}
-	r = add_config(&s, m->cfg, err);
-	if (!r)
-		r = add_machine_state(&s, m, err);
+	r = snapshot_build_sections(m, &s, err);
 	if (r)
 		goto out;
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);

@@ -38,4 +38,28 @@ int snapshot_save(struct machine *m, const char *path, snapshot_progress_fn prog
 int snapshot_restore(const char *path, char **overrides, int noverrides, struct machine *m,
 		     struct config **cfg, struct terr *err);
 
+/* ---- the pieces, for migration and tests --------------------------- */
+
+struct snapshot;
+
+/* Append every section of the machine to s (a writer: snap_init_writer):
+ * "config" (the whole configuration, defaults filled in), "vm", "vcpu.N",
+ * one per device (its id, kind = device type), and "ram" (the RAM layout,
+ * not the bytes). The VM must be paused (vm_pause) for the whole call. */
+int snapshot_build_sections(struct machine *m, struct snapshot *s, struct terr *err);
+
+/* The configuration a snapshot embeds, with `noverrides` -o settings applied
+ * (memory.size and cpus cannot change). `name` is for messages. */
+int snapshot_config(const struct snapshot *s, const char *name, char **overrides, int noverrides,
+		    struct config **out, struct terr *err);
+
+/* Load every section into a machine built (machine_build with a restore
+ * source) from snapshot_config's configuration, before it runs: the ram
+ * layout is checked against the machine's RAM, then vm, vcpu.N and every
+ * device. A section of a device the machine does not have, or a device
+ * without a section, is an error; so is a section whose min_version is
+ * above what this tern reads (the message names the section and both
+ * versions). */
+int snapshot_apply_sections(const struct snapshot *s, struct machine *m, struct terr *err);
+
 #endif
