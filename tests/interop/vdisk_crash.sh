@@ -4,7 +4,7 @@
 # with qemu-img, and every write acknowledged by a flush must read back.
 # usage: vdisk_crash.sh VDISK_IO [RUNS]
 set -u
-VIO=$1 RUNS=${2:-50}
+VIO=$(realpath "$1") RUNS=${2:-50}
 command -v qemu-img >/dev/null || { echo "qemu-img missing"; exit 77; }
 W=$(mktemp -d /tmp/vdisk-crash.XXXXXX)
 trap 'rm -rf "$W"' EXIT

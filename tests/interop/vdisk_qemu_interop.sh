@@ -7,7 +7,7 @@
 #     `qemu-img compare` against a raw reference.
 # usage: vdisk_qemu_interop.sh TERN_IMG VDISK_IO
 set -u
-TI=$1 VIO=$2
+TI=$(realpath "$1") VIO=$(realpath "$2")   # the script cds to a scratch dir
 command -v qemu-img >/dev/null || { echo "qemu-img missing"; exit 77; }
 W=$(mktemp -d /tmp/vdisk-interop.XXXXXX)
 trap 'rm -rf "$W"' EXIT
