@@ -6,6 +6,7 @@
  * lost. */
 #include "control/client.h"
 #include "control/control.h"
+#include "snapshot/inspect.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -485,6 +486,186 @@ static int snapshot_save(struct ctl *ctl, const struct command *c, int argc, cha
 	return 0;
 }
 
+/* ---- snapshot inspect (offline: reads the file, no VM) --------------- */
+
+static void print_size_line(const char *label, uint64_t v)
+{
+	char b[32];
+	human_size(b, sizeof(b), v);
+	printf("%-16s %s (%llu bytes)\n", label, b, (unsigned long long)v);
+}
+
+static json_int_t jint(json_t *o, const char *k)
+{
+	return json_integer_value(json_object_get(o, k));
+}
+
+static const char *jstr(json_t *o, const char *k)
+{
+	const char *s = json_string_value(json_object_get(o, k));
+	return s ? s : "?";
+}
+
+static void print_fields(json_t *fields, int indent)
+{
+	size_t i;
+	json_t *f;
+	json_array_foreach(fields, i, f) {
+		const char *name = jstr(f, "name"), *type = jstr(f, "type");
+		json_t *v = json_object_get(f, "value");
+		printf("%*s%s", indent, "", name);
+		if (!strcmp(type, "uint")) {
+			if (json_is_string(v)) {
+				printf(" = %s\n", json_string_value(v));
+			} else {
+				unsigned long long n = (unsigned long long)json_integer_value(v);
+				if (n < 10)
+					printf(" = %llu\n", n);
+				else
+					printf(" = %llu (0x%llx)\n", n, n);
+			}
+		} else if (!strcmp(type, "str") && v) {
+			printf(" = \"%s\"\n", json_string_value(v));
+		} else if (!strcmp(type, "fields")) {
+			printf(": %lld bytes of fields\n", (long long)jint(f, "length"));
+			print_fields(json_object_get(f, "fields"), indent + 2);
+		} else if (!strcmp(name, "msrs") && indent == 2 && json_is_string(json_object_get(f, "hex")) &&
+			   jint(f, "length") % 16 == 0) {
+			/* vcpu MSRs: (u32 index, u32 0, u64 value) records, little-endian */
+			const char *hex = json_string_value(json_object_get(f, "hex"));
+			long long n = (long long)jint(f, "length") / 16;
+			printf(": %lld MSRs\n", n);
+			for (long long k = 0; k < n && strlen(hex) >= (size_t)(k + 1) * 32; k++) {
+				unsigned long long ix = 0, val = 0;
+				for (int b = 3; b >= 0; b--)
+					ix = ix << 8 | strtoul((char[3]){ hex[k * 32 + 2 * b], hex[k * 32 + 2 * b + 1], 0 }, NULL, 16);
+				for (int b = 7; b >= 0; b--)
+					val = val << 8 | strtoul((char[3]){ hex[k * 32 + 16 + 2 * b], hex[k * 32 + 17 + 2 * b], 0 }, NULL, 16);
+				printf("%*s0x%08llx = 0x%llx\n", indent + 2, "", ix, val);
+			}
+		} else {
+			const char *hex = json_string_value(json_object_get(f, "hex"));
+			long long len = (long long)jint(f, "length");
+			printf(": %lld bytes%s", len, strcmp(type, "bytes") ? " (not UTF-8)" : "");
+			if (hex && *hex) {
+				size_t n = strlen(hex);
+				printf(":");
+				for (size_t k = 0; k < n && k < 64; k += 2)
+					printf(" %.2s", hex + k);
+				if (n > 64)
+					printf(" ...");
+			}
+			printf("\n");
+		}
+	}
+}
+
+static void print_inspect(json_t *o)
+{
+	json_t *h = json_object_get(o, "header"), *cpu = json_object_get(h, "cpu");
+	json_t *ram = json_object_get(o, "ram");
+	printf("%-16s %s\n", "file:", jstr(o, "file"));
+	print_size_line("file size:", (uint64_t)jint(o, "file_bytes"));
+	printf("%-16s %lld\n", "format version:", (long long)jint(h, "format_version"));
+	printf("%-16s tern %s\n", "written by:", jstr(h, "tern_version"));
+	printf("%-16s %s (%lld)\n", "created:", jstr(h, "created_utc"), (long long)jint(h, "created"));
+	printf("%-16s Linux %s\n", "host kernel:", jstr(h, "kernel"));
+	printf("%-16s %s family %lld model %lld stepping %lld\n", "host cpu:", jstr(cpu, "vendor"),
+	       (long long)jint(cpu, "family"), (long long)jint(cpu, "model"),
+	       (long long)jint(cpu, "stepping"));
+	printf("%-16s", "cpu features:");
+	size_t i, col = 17;
+	json_t *v;
+	json_array_foreach(json_object_get(cpu, "features"), i, v) {
+		const char *n = json_string_value(v);
+		if (col + strlen(n) + 1 > 100) {
+			printf("\n%-16s", "");
+			col = 17;
+		}
+		printf(" %s", n);
+		col += strlen(n) + 1;
+	}
+	printf("\n%-16s %s\n", "xcr0 supported:", jstr(cpu, "xcr0_supported"));
+
+	char a[32], b[32];
+	human_size(a, sizeof(a), (uint64_t)jint(ram, "size"));
+	printf("%-16s %s at byte %lld", "ram:", a, (long long)jint(ram, "offset"));
+	if (json_object_get(ram, "data_bytes")) {
+		human_size(a, sizeof(a), (uint64_t)jint(ram, "data_bytes"));
+		human_size(b, sizeof(b), (uint64_t)jint(ram, "hole_bytes"));
+		printf(": %s data, %s holes, %lld data extents", a, b, (long long)jint(ram, "data_extents"));
+	}
+	printf("\n");
+	if (json_object_get(ram, "missing_bytes"))
+		printf("%-16s %lld bytes of RAM are missing from the file\n", "", (long long)jint(ram, "missing_bytes"));
+	json_array_foreach(json_object_get(ram, "regions"), i, v) {
+		human_size(a, sizeof(a), (uint64_t)jint(v, "size"));
+		printf("  region %zu:      guest 0x%llx, %s, at RAM offset 0x%llx", i,
+		       (unsigned long long)jint(v, "gpa"), a, (unsigned long long)jint(v, "offset"));
+		if (json_object_get(v, "data_bytes")) {
+			human_size(b, sizeof(b), (uint64_t)jint(v, "data_bytes"));
+			printf(", %s data", b);
+		}
+		printf("\n");
+	}
+
+	json_t *secs = json_object_get(o, "sections");
+	printf("\nsections (%zu):\n  %-20s %-12s %4s %4s %9s %9s  %s\n", json_array_size(secs), "ID",
+	       "KIND", "VER", "MIN", "OFFSET", "LENGTH", "CHECKSUM");
+	json_array_foreach(secs, i, v)
+		printf("  %-20s %-12s %4lld %4lld %9lld %9lld  %s %s\n", jstr(v, "id"), jstr(v, "kind"),
+		       (long long)jint(v, "version"), (long long)jint(v, "min_version"),
+		       (long long)jint(v, "offset"), (long long)jint(v, "length"), jstr(v, "checksum"),
+		       json_is_true(json_object_get(v, "checksum_ok")) ? "ok" : "MISMATCH");
+
+	json_t *cfg = json_object_get(o, "config");
+	if (cfg) {
+		const char *k;
+		printf("\nconfig:\n");
+		json_object_foreach(cfg, k, v)
+			printf("  %s=%s\n", k, json_is_string(v) ? json_string_value(v) : "?");
+	}
+	json_array_foreach(secs, i, v) {
+		printf("\nsection %s (%s, version %lld, min_version %lld):\n", jstr(v, "id"), jstr(v, "kind"),
+		       (long long)jint(v, "version"), (long long)jint(v, "min_version"));
+		if (!json_is_true(json_object_get(v, "checksum_ok")))
+			printf("  (damaged: checksum mismatch; fields not shown)\n");
+		else if (json_object_get(v, "error"))
+			printf("  (fields do not parse: %s)\n", jstr(v, "error"));
+		else if (!strcmp(jstr(v, "id"), "config"))
+			printf("  json: the configuration above\n");
+		else
+			print_fields(json_object_get(v, "fields"), 2);
+	}
+}
+
+static int snapshot_inspect_cmd(struct ctl *ctl, const struct command *c, int argc, char **argv)
+{
+	int r = want_args(c, argc, 1, 1);
+	if (r)
+		return r;
+	struct terr err = { 0 };
+	json_t *o = snapshot_inspect_file(argv[0], &err);
+	if (!o) {
+		fprintf(stderr, "ternctl: %s\n", err.msg);
+		return EXIT_ERROR;
+	}
+	if (ctl->json) {
+		char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+		if (s)
+			printf("%s\n", s);
+		free(s);
+	} else {
+		print_inspect(o);
+	}
+	fflush(stdout);
+	const char *dmg = json_string_value(json_object_get(o, "damage"));
+	if (dmg)
+		fprintf(stderr, "ternctl: %s\n", dmg);
+	json_decref(o);
+	return dmg ? EXIT_ERROR : EXIT_OK;
+}
+
 static int cmd_snapshot(struct ctl *ctl, int argc, char **argv)
 {
 	const struct command *c = find_command("snapshot");
@@ -492,14 +673,15 @@ static int cmd_snapshot(struct ctl *ctl, int argc, char **argv)
 	if (argc < 0)
 		return 0;
 	if (argc < 1) {
-		fprintf(stderr, "ternctl: snapshot: which one? (save)\n");
+		fprintf(stderr, "ternctl: snapshot: which one? (save, inspect)\n");
 		command_usage(c, stderr);
 		return EXIT_USAGE;
 	}
-	/* "inspect FILE" (offline, no VM needed) is to come here too. */
 	if (!strcmp(argv[0], "save"))
 		return snapshot_save(ctl, c, argc - 1, argv + 1);
-	fprintf(stderr, "ternctl: snapshot: unknown subcommand \"%s\" (known: save)\n", argv[0]);
+	if (!strcmp(argv[0], "inspect"))
+		return snapshot_inspect_cmd(ctl, c, argc - 1, argv + 1);
+	fprintf(stderr, "ternctl: snapshot: unknown subcommand \"%s\" (known: save, inspect)\n", argv[0]);
 	return EXIT_USAGE;
 }
 
@@ -615,10 +797,14 @@ static const struct command commands[] = {
 	  "operation ends, not before.", cmd_resume },
 	{ "quit", "", "end the VM in order (tern exits with status 0)",
 	  "Waits until tern has closed its socket, so the VM is gone when ternctl returns.", cmd_quit },
-	{ "snapshot", "save FILE [--exit]", "save the VM to FILE, with a progress bar",
-	  "save FILE   write the VM's state to FILE (made absolute here: tern runs elsewhere);\n"
-	  "            the VM goes on running, or tern exits once the file is complete with --exit.\n"
-	  "            A progress bar on stderr when it is a terminal, \"snapshot: N%\" lines otherwise.",
+	{ "snapshot", "save FILE [--exit] | inspect FILE", "save the VM to FILE; show what a snapshot holds",
+	  "save FILE     write the VM's state to FILE (made absolute here: tern runs elsewhere);\n"
+	  "              the VM goes on running, or tern exits once the file is complete with --exit.\n"
+	  "              A progress bar on stderr when it is a terminal, \"snapshot: N%\" lines otherwise.\n"
+	  "inspect FILE  header, sections and their fields, the configuration and RAM statistics of a\n"
+	  "              snapshot file, without starting a VM or talking to one; --json for the\n"
+	  "              whole as one object. Exit status 1 when the file is damaged (what is\n"
+	  "              readable is still shown) or not a snapshot.",
 	  cmd_snapshot },
 	{ "config", "", "the configuration the VM was started with",
 	  "name=value lines, as tern --dump-config prints them; --json gives an object.", cmd_config },

@@ -2,6 +2,7 @@
 
 #include <cpuid.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,6 +113,7 @@ int snap_add_section(struct snapshot *s, const char *id, const char *kind, unsig
 		memcpy(sec->owned, blob->buf, blob->len);
 	sec->data = sec->owned;
 	sec->checksum = XXH3_64bits(sec->owned, blob->len);
+	sec->checksum_ok = true;
 	s->nsections++;
 	return 0;
 }
@@ -285,6 +287,18 @@ static int cmp_by_offset(const void *a, const void *b)
 	return x->length < y->length ? -1 : x->length > y->length;
 }
 
+/* Damage that a lenient open records and carries on after. */
+static int damage(struct snapshot *s, struct terr *err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int damage(struct snapshot *s, struct terr *err, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int r = terr_vset(s->lenient ? &s->damage : err, EINVAL, fmt, ap);
+	va_end(ap);
+	return s->lenient ? 0 : r;
+}
+
 /* Everything after the header: s->state holds [0, state_len), the header
  * has passed check_header. */
 static int parse_state(struct snapshot *s, const char *name, struct terr *err)
@@ -311,24 +325,27 @@ static int parse_state(struct snapshot *s, const char *name, struct terr *err)
 	s->host.xcr0_supported = get64(h + H_XCR0);
 	memcpy(s->host.kernel_release, h + H_KERNEL, 63);
 
-	if ((nz = nonzero_at(s->state, SNAP_HEADER_SIZE, SNAP_PAGE_SIZE)) >= 0)
-		return terr_set(err, EINVAL, "%s: byte %lld of the header page is not zero (damaged)",
-				name, (long long)nz);
+	int r;
+	if ((nz = nonzero_at(s->state, SNAP_HEADER_SIZE, SNAP_PAGE_SIZE)) >= 0 &&
+	    (r = damage(s, err, "%s: byte %lld of the header page is not zero (damaged)",
+			name, (long long)nz)))
+		return r;
 	if (get64(h + H_TOC_SUM) != XXH3_64bits(s->state + toc_off, toc_len))
 		return terr_set(err, EINVAL, "%s: table of contents checksum mismatch (bytes %llu-%llu)",
 				name, (unsigned long long)toc_off,
 				(unsigned long long)(toc_off + toc_len - (toc_len ? 1 : 0)));
-	if ((nz = nonzero_at(s->state, toc_off + toc_len, s->state_len)) >= 0)
-		return terr_set(err, EINVAL, "%s: byte %lld, between the table of contents and RAM, is "
-				"not zero (damaged)", name, (long long)nz);
+	if ((nz = nonzero_at(s->state, toc_off + toc_len, s->state_len)) >= 0 &&
+	    (r = damage(s, err, "%s: byte %lld, between the table of contents and RAM, is not zero "
+			"(damaged)", name, (long long)nz)))
+		return r;
 	if (s->ram_length % SNAP_PAGE_SIZE)
 		return terr_set(err, EINVAL, "%s: %llu bytes of RAM declared, not a whole number of "
 				"pages", name, (unsigned long long)s->ram_length);
-	if (s->ram_length > s->file_size - s->ram_offset)
-		return terr_set(err, EINVAL, "%s: RAM is shorter than declared: the file has %llu "
-				"bytes, RAM should end at byte %llu", name,
-				(unsigned long long)s->file_size,
-				(unsigned long long)(s->ram_offset + s->ram_length));
+	if (s->ram_length > s->file_size - s->ram_offset &&
+	    (r = damage(s, err, "%s: RAM is shorter than declared: the file has %llu bytes, RAM "
+			"should end at byte %llu", name, (unsigned long long)s->file_size,
+			(unsigned long long)(s->ram_offset + s->ram_length))))
+		return r;
 
 	s->sections = calloc(count ? count : 1, sizeof(*s->sections));
 	struct snap_section **order = calloc(count ? count : 1, sizeof(*order));
@@ -336,7 +353,6 @@ static int parse_state(struct snapshot *s, const char *name, struct terr *err)
 		free(order);
 		return terr_set(err, ENOMEM, "%s: out of memory", name);
 	}
-	int r = 0;
 	for (uint32_t i = 0; i < count; i++) {
 		const uint8_t *e = s->state + toc_off + (uint64_t)i * SNAP_TOC_ENTRY_SIZE;
 		struct snap_section *sec = &s->sections[i];
@@ -373,12 +389,12 @@ static int parse_state(struct snapshot *s, const char *name, struct terr *err)
 			goto out;
 		}
 		sec->data = s->state + sec->offset;
-		if (XXH3_64bits(sec->data, sec->length) != sec->checksum) {
-			r = terr_set(err, EINVAL, "%s: section %s (bytes %llu-%llu) checksum mismatch",
-				     name, sec->id, (unsigned long long)sec->offset,
-				     (unsigned long long)(sec->offset + sec->length - (sec->length ? 1 : 0)));
+		sec->checksum_ok = XXH3_64bits(sec->data, sec->length) == sec->checksum;
+		if (!sec->checksum_ok &&
+		    (r = damage(s, err, "%s: section %s (bytes %llu-%llu) checksum mismatch", name,
+				sec->id, (unsigned long long)sec->offset,
+				(unsigned long long)(sec->offset + sec->length - (sec->length ? 1 : 0)))))
 			goto out;
-		}
 		for (uint32_t j = 0; j < i; j++)
 			if (!strcmp(s->sections[j].id, sec->id)) {
 				r = terr_set(err, EINVAL, "%s: section %s appears twice", name, sec->id);
@@ -388,6 +404,8 @@ static int parse_state(struct snapshot *s, const char *name, struct terr *err)
 		s->nsections++;
 	}
 	/* sections do not overlap, and the bytes between them are zero */
+	r = 0;
+	nz = -1;
 	qsort(order, count, sizeof(*order), cmp_by_offset);
 	uint64_t pos = SNAP_PAGE_SIZE;
 	for (uint32_t i = 0; i < count; i++) {
@@ -401,8 +419,8 @@ static int parse_state(struct snapshot *s, const char *name, struct terr *err)
 		pos = order[i]->offset + order[i]->length;
 	}
 	if (nz >= 0 || (nz = nonzero_at(s->state, pos, toc_off)) >= 0)
-		r = terr_set(err, EINVAL, "%s: byte %lld lies between sections and is not zero (damaged)",
-			     name, (long long)nz);
+		r = damage(s, err, "%s: byte %lld lies between sections and is not zero (damaged)",
+			   name, (long long)nz);
 out:
 	free(order);
 	return r;
@@ -445,7 +463,7 @@ static int read_full(int fd, uint8_t *p, uint64_t len, const char *path, struct 
 	return 0;
 }
 
-int snap_open(struct snapshot *s, const char *path, struct terr *err)
+static int open_file(struct snapshot *s, const char *path, bool lenient, struct terr *err)
 {
 	uint8_t h[SNAP_HEADER_SIZE];
 	struct stat st;
@@ -453,6 +471,7 @@ int snap_open(struct snapshot *s, const char *path, struct terr *err)
 	int r;
 
 	memset(s, 0, sizeof(*s));
+	s->lenient = lenient;
 	s->fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (s->fd < 0)
 		return terr_set(err, errno, "%s: %s", path, strerror(errno));
@@ -492,6 +511,16 @@ int snap_open(struct snapshot *s, const char *path, struct terr *err)
 fail:
 	snap_close(s);
 	return r;
+}
+
+int snap_open(struct snapshot *s, const char *path, struct terr *err)
+{
+	return open_file(s, path, false, err);
+}
+
+int snap_open_lenient(struct snapshot *s, const char *path, struct terr *err)
+{
+	return open_file(s, path, true, err);
 }
 
 const struct snap_section *snap_find(const struct snapshot *s, const char *id)

@@ -42,6 +42,7 @@ struct snap_section {
 	uint16_t version, min_version;
 	uint64_t offset, length, checksum;
 	const uint8_t *data;            /* the blob (reader: points into the loaded state part) */
+	bool checksum_ok;               /* reader: false only after a lenient open */
 	uint8_t *owned;                 /* writer: the blob */
 };
 
@@ -57,6 +58,8 @@ struct snapshot {
 	uint8_t *state;                 /* reader: the state part, bytes [0, ram_offset) */
 	uint64_t state_len;
 	uint64_t toc_offset;            /* reader: where the TOC starts */
+	bool lenient;                   /* reader: see snap_open_lenient */
+	struct terr damage;             /* reader, lenient: the first damage found */
 };
 
 /* This host's identity for the header. */
@@ -85,6 +88,12 @@ int snap_write_state(struct snapshot *s, int fd, uint64_t ram_length, struct ter
  * file, the part and the offset. Every byte of the state part is checked: a
  * flipped bit anywhere in it is reported. */
 int snap_open(struct snapshot *s, const char *path, struct terr *err);
+/* As snap_open, but damage that leaves the file readable (a section whose
+ * checksum does not match, non-zero padding, RAM shorter than declared) is
+ * recorded in s->damage (code non-zero) and the section's checksum_ok,
+ * instead of failing: for inspecting a damaged file. A damaged header or
+ * table of contents still fails. Never restore from a lenient open. */
+int snap_open_lenient(struct snapshot *s, const char *path, struct terr *err);
 /* The same checks over a memory buffer holding a whole file (fuzzing, tests). */
 int snap_parse(struct snapshot *s, const uint8_t *buf, size_t len, const char *name,
 	       struct terr *err);
