@@ -12,6 +12,7 @@
 #include "hw/test_exit.h"
 #include "pci/pci.h"
 #include "virtio/virtio_rng.h"
+#include "virtio/virtio_net.h"
 #include "hw/uart16550.h"
 #include "util/log.h"
 #include "control/control.h"
@@ -114,6 +115,13 @@ static int setup_platform(struct machine *m, const struct acpi_config *acfg, str
 		r = config_get_bool(m->cfg, "rng.enable", &rng, err);
 	if (!r && rng)
 		r = virtio_rng_create(&m->vm, pci_host_bus(m->pci_host), "rng.0", -1, &d, err);
+	/* --- virtio-net (src/virtio/virtio_net.c): net.N for every N configured --- */
+	unsigned nets[CONFIG_MAX_INDEX + 1];
+	size_t nnet = r ? 0 : config_indices(m->cfg, "net", nets, CONFIG_MAX_INDEX + 1);
+	for (size_t i = 0; !r && i < nnet; i++)
+		r = virtio_net_create_from_config(&m->vm, pci_host_bus(m->pci_host), m->cfg, nets[i],
+						  &d, err);
+	/* --- end virtio-net --- */
 	return r;
 }
 

@@ -408,6 +408,37 @@ int vq_push(struct virtqueue *vq, uint16_t head, uint32_t written)
 	return 0;
 }
 
+int vq_push_batch(struct virtqueue *vq, const uint16_t *heads, const uint32_t *lens, unsigned n)
+{
+	if (!vq->ready)
+		return -EIO;
+	if (n > vq->size)
+		return -EINVAL;
+	for (unsigned i = 0; i < n; i++)
+		if (heads[i] >= vq->size)
+			return -EINVAL;
+	uint16_t old = vq->used_idx, new = (uint16_t)(old + n);
+	for (unsigned i = 0; i < n; i++) {
+		uint8_t *e = vq->used + 4 + 8u * ((uint16_t)(old + i) & (vq->size - 1));
+		st32(e, heads[i]);
+		st32(e + 4, lens[i]);
+	}
+	vq->used_idx = new;
+	if ((int16_t)(new - vq->signalled_used) < (uint16_t)(new - old))
+		vq->signalled_used_valid = false;
+	/* Elements before index, once for all of them. */
+	st16_release(vq->used + 2, new);
+	return 0;
+}
+
+void vq_unpop(struct virtqueue *vq, unsigned n)
+{
+	/* The chains are walked again (and re-validated) when popped again; a
+	 * stale avail_event only means the driver kicks later, and the caller
+	 * re-enables notifications when it waits for more buffers. */
+	vq->last_avail_idx = (uint16_t)(vq->last_avail_idx - n);
+}
+
 /* virtio 1.x 2.7.7.2: notify when the used index passed used_event. */
 static bool need_event(uint16_t event, uint16_t new_idx, uint16_t old)
 {

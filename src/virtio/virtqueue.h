@@ -120,6 +120,14 @@ bool vq_has_avail(struct virtqueue *vq);
  * The used element is written before used->idx is published (release). */
 int vq_push(struct virtqueue *vq, uint16_t head, uint32_t written);
 
+/* Return n chains at once: heads[i] with lens[i] bytes written, all made
+ * visible to the driver by one used->idx update (a virtio-net frame spread
+ * over several mergeable receive buffers must not be seen half-published). */
+int vq_push_batch(struct virtqueue *vq, const uint16_t *heads, const uint32_t *lens, unsigned n);
+/* Hand back the last n chains popped and not pushed: the next vq_pop returns
+ * them again (a device that found too little buffer space to use them). */
+void vq_unpop(struct virtqueue *vq, unsigned n);
+
 /* After one or more vq_push: must the driver be interrupted? Honours
  * VIRTIO_F_EVENT_IDX (used_event) or else VIRTQ_AVAIL_F_NO_INTERRUPT. */
 bool vq_should_notify(struct virtqueue *vq);
