@@ -1,0 +1,215 @@
+#include "block/blk_internal.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+void blk_signal(struct blk *b)
+{
+	uint64_t one = 1;
+	if (write(b->efd, &one, sizeof(one)) < 0) {
+		/* the counter is saturated: it is readable anyway */
+	}
+}
+
+void blk_ack(struct blk *b)
+{
+	uint64_t v;
+	if (read(b->efd, &v, sizeof(v)) < 0) {
+		/* EAGAIN: nothing was signalled */
+	}
+}
+
+void blk_finish(struct blk *b, struct blk_io *io, int result)
+{
+	io->result = result;
+	b->inflight--;
+	b->done(b->opaque, io);
+}
+
+void blk_complete_later(struct blk *b, struct blk_io *io, int result)
+{
+	io->result = result;
+	blk_list_add(&b->ready, io);
+	blk_signal(b);
+}
+
+unsigned blk_run_ready(struct blk *b)
+{
+	unsigned n = 0;
+	struct blk_io *io;
+	while ((io = blk_list_pop(&b->ready))) {
+		blk_finish(b, io, io->result);
+		n++;
+	}
+	return n;
+}
+
+void blk_iov_advance(struct blk_io *io, uint64_t n)
+{
+	while (n && io->iovcnt) {
+		if (n < io->iov[0].iov_len) {
+			io->iov[0].iov_base = (uint8_t *)io->iov[0].iov_base + n;
+			io->iov[0].iov_len -= n;
+			return;
+		}
+		n -= io->iov[0].iov_len;
+		io->iov++;
+		io->iovcnt--;
+	}
+	/* drop empty entries so the next submission starts on data */
+	while (io->iovcnt && io->iov[0].iov_len == 0) {
+		io->iov++;
+		io->iovcnt--;
+	}
+}
+
+void blk_iov_zero(struct blk_io *io)
+{
+	for (int i = 0; i < io->iovcnt; i++)
+		memset(io->iov[i].iov_base, 0, io->iov[i].iov_len);
+}
+
+int blk_open(struct blk **out, const struct blk_opts *o, struct terr *err)
+{
+	struct blk *b = calloc(1, sizeof(*b));
+	int r;
+	if (!b)
+		return terr_set(err, ENOMEM, "%s: out of memory", o->id);
+	snprintf(b->id, sizeof(b->id), "%s", o->id);
+	b->path = strdup(o->path);
+	b->readonly = o->readonly;
+	b->done = o->done;
+	b->opaque = o->opaque;
+	b->fd = -1;
+	b->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (!b->path || b->efd < 0) {
+		r = terr_set(err, b->path ? errno : ENOMEM, "%s: %s", o->id,
+			     b->path ? strerror(errno) : "out of memory");
+		goto fail;
+	}
+	bool raw = !strcmp(o->format, "raw");
+	enum blk_engine e = o->engine;
+	if (e == BLK_ENGINE_URING && !raw) {
+		r = terr_set(err, EINVAL, "%s: the io_uring engine serves raw images only, not %s",
+			     o->id, o->format);
+		goto fail;
+	}
+	if (e == BLK_ENGINE_AUTO)
+		e = raw ? BLK_ENGINE_URING : BLK_ENGINE_THREADS;
+	if (e == BLK_ENGINE_URING) {
+		struct terr uerr = { 0 };
+		r = blk_uring_open(b, o, &uerr);
+		if (r == -ENOSYS && o->engine == BLK_ENGINE_AUTO) {
+			/* no io_uring here (old kernel, seccomp, sysctl): vdisk on threads */
+			log_info("block", "%s: %s; using worker threads instead", o->id, uerr.msg);
+			e = BLK_ENGINE_THREADS;
+		} else if (r) {
+			terr_set(err, -r, "%s", uerr.msg);
+			goto fail;
+		}
+	}
+	if (e == BLK_ENGINE_THREADS && (r = blk_threads_open(b, o, err)))
+		goto fail;
+	*out = b;
+	return 0;
+fail:
+	if (b->efd >= 0)
+		close(b->efd);
+	free(b->path);
+	free(b);
+	return r;
+}
+
+int blk_close(struct blk *b)
+{
+	if (!b)
+		return 0;
+	blk_drain(b);
+	int r = b->ops->close(b);
+	if (b->efd >= 0)
+		close(b->efd);
+	free(b->path);
+	free(b);
+	return r;
+}
+
+uint64_t blk_size(const struct blk *b)
+{
+	return b->size;
+}
+
+bool blk_readonly(const struct blk *b)
+{
+	return b->readonly;
+}
+
+uint32_t blk_discard_granularity(const struct blk *b)
+{
+	return b->granularity;
+}
+
+const char *blk_engine_name(const struct blk *b)
+{
+	return b->ops->name;
+}
+
+int blk_event_fd(const struct blk *b)
+{
+	return b->efd;
+}
+
+void blk_submit(struct blk *b, struct blk_io *io)
+{
+	io->result = 0;
+	io->done = 0;
+	io->step = 0;
+	io->next = NULL;
+	b->inflight++;
+	if (b->readonly && (io->op == BLK_WRITE || io->op == BLK_DISCARD ||
+			    io->op == BLK_WRITE_ZEROES)) {
+		blk_complete_later(b, io, -EROFS);
+		return;
+	}
+	if (io->off > b->size || io->len > b->size - io->off) {
+		blk_complete_later(b, io, -EINVAL);
+		return;
+	}
+	if ((io->op == BLK_READ || io->op == BLK_WRITE || io->op == BLK_DISCARD ||
+	     io->op == BLK_WRITE_ZEROES) && io->len == 0) {
+		blk_complete_later(b, io, 0);
+		return;
+	}
+	b->ops->submit(b, io);
+}
+
+void blk_commit(struct blk *b)
+{
+	b->ops->commit(b);
+}
+
+unsigned blk_poll(struct blk *b)
+{
+	blk_ack(b);
+	unsigned n = blk_run_ready(b);
+	return n + b->ops->poll(b, false);
+}
+
+void blk_drain(struct blk *b)
+{
+	blk_commit(b);
+	while (b->inflight) {
+		if (blk_run_ready(b))
+			continue;
+		b->ops->poll(b, true);
+	}
+}
+
+unsigned blk_inflight(const struct blk *b)
+{
+	return b->inflight;
+}

@@ -1,0 +1,104 @@
+/* Block back ends: asynchronous disk I/O for the virtual disk devices, between
+ * a device model (virtio-blk) and the image file. Two engines:
+ *
+ *   io_uring  raw images: readv/writev/fsync/fallocate straight on the image's
+ *             file descriptor through one io_uring per disk. Zero copy: the
+ *             iovecs point into guest RAM.
+ *   threads   every other format (qcow2, ...) through lib/vdisk on a small
+ *             pool of worker threads; vdisk is synchronous and thread-safe
+ *             (range locks), so disjoint requests run in parallel and vdisk
+ *             stays the only code that knows the format's metadata. Also the
+ *             fallback for raw when io_uring is not available.
+ *
+ * Either way completions are signalled on one eventfd (blk_event_fd) that the
+ * owner watches on the VM's event loop and answers with blk_poll.
+ *
+ * Threads and locking: the back end is not thread-safe. Its owner serializes
+ * every call (virtio-blk holds its device lock), and the completion callback
+ * runs inside blk_poll / blk_drain / blk_close on the calling thread. The
+ * worker threads of the threads engine never call back into the owner.
+ *
+ * Nothing here knows about virtio or the VM. */
+#ifndef TERN_BLOCK_BLK_H
+#define TERN_BLOCK_BLK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "util/error.h"
+
+struct blk;
+
+enum blk_op {
+	BLK_READ,
+	BLK_WRITE,
+	BLK_FLUSH,          /* everything completed before it reaches stable storage */
+	BLK_DISCARD,        /* contents become unspecified (raw: zeroes, a hole) */
+	BLK_WRITE_ZEROES,   /* reads return zeroes; BLK_IO_MAY_UNMAP: may deallocate */
+};
+
+enum { BLK_IO_MAY_UNMAP = 1u << 0 };
+
+/* One request, owned by the caller from blk_submit until its completion
+ * callback. off/len in bytes; for READ/WRITE len is the sum of the iovecs,
+ * and the back end may rewrite iov[] (it advances through it on a short
+ * transfer), so the caller hands over an array it does not need back. */
+struct blk_io {
+	enum blk_op op;
+	unsigned flags;
+	uint64_t off, len;
+	struct iovec *iov;
+	int iovcnt;
+	int result;          /* 0 or a negative errno, set before the callback */
+	void *opaque;        /* the caller's */
+
+	/* back-end private */
+	struct blk_io *next;
+	uint64_t done;       /* bytes transferred so far */
+	int step;            /* write-zeroes fall-back progress */
+};
+
+typedef void (*blk_done_fn)(void *opaque, struct blk_io *io);
+
+enum blk_engine { BLK_ENGINE_AUTO, BLK_ENGINE_URING, BLK_ENGINE_THREADS };
+
+struct blk_opts {
+	const char *id;          /* "blk.0", for messages */
+	const char *path;
+	const char *format;      /* "raw", "qcow2", ... (vdisk's names) */
+	bool readonly;
+	enum blk_engine engine;  /* AUTO: io_uring for raw, threads otherwise */
+	unsigned threads;        /* worker threads of the threads engine; 0: 4 */
+	unsigned depth;          /* expected requests in flight (ring size); 0: 256 */
+	blk_done_fn done;        /* completion callback */
+	void *opaque;
+};
+
+/* Open the image and start the engine. Errors name the id and the file. */
+int blk_open(struct blk **out, const struct blk_opts *o, struct terr *err);
+/* Complete everything in flight (callbacks run), flush a writable image,
+ * close it. Returns the flush result. */
+int blk_close(struct blk *b);
+
+uint64_t blk_size(const struct blk *b);          /* bytes */
+bool blk_readonly(const struct blk *b);
+/* Smallest useful discard unit in bytes (qcow2: cluster size; raw: 4096). */
+uint32_t blk_discard_granularity(const struct blk *b);
+const char *blk_engine_name(const struct blk *b);   /* "io_uring" or "threads" */
+/* Readable when completions wait for blk_poll (the owner reads it empty
+ * with blk_ack_event or lets blk_poll do it). */
+int blk_event_fd(const struct blk *b);
+
+/* Queue a request. Never fails synchronously: errors arrive as a completion
+ * with io->result < 0. Requests may be held until blk_commit. */
+void blk_submit(struct blk *b, struct blk_io *io);
+/* Start every request queued by blk_submit (one system call per batch). */
+void blk_commit(struct blk *b);
+/* Run the callbacks of the requests that completed; returns how many. */
+unsigned blk_poll(struct blk *b);
+/* Wait until nothing is in flight, running callbacks as requests complete. */
+void blk_drain(struct blk *b);
+unsigned blk_inflight(const struct blk *b);
+
+#endif
