@@ -6,6 +6,7 @@
 #include "hw/uart16550.h"
 #include "pci/pci.h"
 #include "virtio/virtio_rng.h"
+#include "virtio/virtio_net.h"
 
 #include <string.h>
 
@@ -17,6 +18,7 @@ static const struct device_ops *const all_types[] = {
 	&rtc_cmos_ops,
 	&pci_host_ops,
 	&virtio_rng_ops,
+	&virtio_net_ops,
 };
 
 const struct device_ops *const *device_types(size_t *count)

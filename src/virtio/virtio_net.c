@@ -48,6 +48,7 @@ struct virtio_net {
 	uint8_t *rxbuf;                 /* one frame from the back end, header first */
 	uint32_t rx_pending;            /* its length while it waits for guest buffers */
 	bool rx_watched;                /* be->rx_fd is on the event loop */
+	unsigned rx_popped;             /* chains popped when there was not enough room */
 	uint16_t *heads;                /* mergeable receive: chains of one frame */
 	uint32_t *lens;
 	struct iovec *txiov;
@@ -130,11 +131,11 @@ static bool rx_fixup(struct virtio_net *n)
 		memset(h, 0, HDR);
 		return true;
 	}
-	uint8_t gso = h[1] & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN;
+	uint8_t gso = h[1] & (uint8_t)~VIRTIO_NET_HDR_GSO_ECN, flags = h[0];
 	bool ok = true;
 	if (!has(n, VIRTIO_NET_F_GUEST_CSUM)) {
 		/* the guest gets complete checksums and no flags */
-		ok = !(h[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM) && gso == VIRTIO_NET_HDR_GSO_NONE;
+		ok = !(flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) && gso == VIRTIO_NET_HDR_GSO_NONE;
 		h[0] = 0;
 	} else if (gso != VIRTIO_NET_HDR_GSO_NONE) {
 		ok = (gso == VIRTIO_NET_HDR_GSO_TCPV4 && has(n, VIRTIO_NET_F_GUEST_TSO4)) ||
@@ -145,7 +146,7 @@ static bool rx_fixup(struct virtio_net *n)
 	}
 	if (!ok)
 		ratelog(n, &n->log_rx, "the host sent a frame with offloads the guest did not accept "
-			"(flags 0x%x, gso 0x%x); dropped", h[0], h[1]);
+			"(flags 0x%x, gso 0x%x); dropped", flags, h[1]);
 	return ok;
 }
 
@@ -174,7 +175,8 @@ static int rx_deliver(struct virtio_net *n)
 		if (r <= 0) {
 			if (r == -EIO)
 				return RX_BROKEN;
-			vq_unpop(vq, used);
+			/* the caller hands them back (after asking for a kick) */
+			n->rx_popped = used;
 			return RX_NO_ROOM;
 		}
 		if (c->in_len < (used ? 1u : HDR)) {
@@ -254,9 +256,15 @@ static void rx_process(struct virtio_net *n)
 			rx_watch(n, false);
 			goto out;
 		}
-		/* no room: ask for a kick, and look once more in case buffers came */
-		if (vq_notify_enable(vq))
+		/* No room: ask for a kick, then give the buffers back; if more came
+		 * meanwhile, try again (the disable / enable / recheck loop, so no
+		 * kick is lost and no buffer is half-used). */
+		bool more = vq_notify_enable(vq);
+		vq_unpop(vq, n->rx_popped);
+		if (more) {
+			vq_notify_disable(vq);
 			continue;
+		}
 		rx_watch(n, false);
 		goto out;
 	}

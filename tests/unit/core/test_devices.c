@@ -23,7 +23,9 @@
 #include "hw/uart16550.h"
 #include "machine/device_types.h"
 #include "pci/pci.h"
+#include "net/net.h"
 #include "virtio/virtio_rng.h"
+#include "virtio/virtio_net.h"
 
 /* How the test makes an instance of each type. A device type missing here
  * fails the test, so no device can skip the save/load check. */
@@ -81,6 +83,29 @@ static int make_virtio_rng(struct vm *vm, struct device **out, struct terr *err)
 	return 0;
 }
 
+/* virtio-net with the user-mode back end (no privileges needed), BAR 4
+ * decoded like virtio-rng's. */
+static int make_virtio_net(struct vm *vm, struct device **out, struct terr *err)
+{
+	struct device *host = vm_find_device(vm, "pci.0");
+	int r;
+	if (!host && (r = make_pci_host(vm, &host, err)))
+		return r;
+	struct pci_bus *bus = pci_host_bus(host);
+	struct virtio_net_params p = { .id = "net.0", .slot = -1,
+				       .mac = { 0x52, 0x54, 0, 0x12, 0x34, 0x56 } };
+	struct net_slirp_params sp = { .id = "net.0" };
+	if ((r = net_slirp_create(&vm->loop, &sp, &p.be, err)) ||
+	    (r = virtio_net_create(vm, bus, &p, out, err)))
+		return r;
+	for (unsigned s = 0; s < PCI_SLOTS; s++) {
+		struct pci_device *pd = pci_bus_device(bus, s);
+		if (pd && !strcmp(pd->name, "net.0"))
+			pci_config_write(pd, PCI_COMMAND, 2, PCI_COMMAND_MEMORY);
+	}
+	return 0;
+}
+
 static const struct {
 	const char *type;
 	int (*make)(struct vm *vm, struct device **out, struct terr *err);
@@ -92,6 +117,7 @@ static const struct {
 	{ "rtc-cmos", make_rtc_cmos },
 	{ "pci-host", make_pci_host },
 	{ "virtio-rng", make_virtio_rng },
+	{ "virtio-net", make_virtio_net },
 };
 
 struct fixture {
