@@ -25,6 +25,7 @@
 #include <cmocka.h>
 
 #include "arch/x86/acpi.h"
+#include "config/config.h"
 #include "core/kvm.h"
 #include "core/vm.h"
 #include "net/net.h"
@@ -875,6 +876,63 @@ static void test_default_mac(void **ctx)
 	}
 }
 
+/* net.N from the configuration: back end, MAC (set or derived), forwards,
+ * and the errors for settings that do not go together. */
+static void test_from_config(void **ctx)
+{
+	struct fixture *f = *ctx;
+	struct config *cfg = config_new();
+	struct terr err = { 0 };
+	struct device *d;
+	static const char *const set[] = {
+		"name=vm1", "net.0.hostfwd=tcp:127.0.0.1:1-:22", "net.1.backend=tap",
+		"net.1.hostfwd=tcp::2-:22", "net.2.tap=tap9", "net.3.hostfwd=tcp::3-:22,bogus",
+		"net.4.mac=52:54:00:00:00:07",
+	};
+	for (size_t i = 0; i < sizeof(set) / sizeof(set[0]); i++)
+		assert_int_equal(config_set_option(cfg, set[i], &err), 0);
+	/* net.0: user, forward on a port nobody may take without root (or
+	 * taken): either way an error names net.0.hostfwd, or it works */
+	int r = virtio_net_create_from_config(&f->vm, f->bus, cfg, 0, &d, &err);
+	if (r) {
+		assert_non_null(strstr(err.msg, "net.0.hostfwd: cannot listen on tcp port 127.0.0.1:1"));
+	} else {
+		uint8_t mac[6];
+		virtio_net_default_mac("vm1", 0, mac);
+		struct pci_device *pd = NULL;
+		for (unsigned s = 0; s < PCI_SLOTS && !pd; s++) {
+			struct pci_device *p = pci_bus_device(f->bus, s);
+			if (p && !strcmp(p->name, "net.0") && p != f->pd)
+				pd = p;
+		}
+		assert_non_null(pd);
+		assert_string_equal(d->id, "net.0");
+		pci_config_write(pd, PCI_COMMAND, 2, PCI_COMMAND_MEMORY);
+		uint64_t bar = pci_bar_address(pd, VIRTIO_PCI_BAR);
+		for (unsigned i = 0; i < 6; i++) {
+			uint64_t v = 0;
+			assert_int_equal(bus_read(&f->vm.mmio, bar + VIRTIO_PCI_DEVICE_OFF + i, &v, 1), 0);
+			assert_int_equal(v, mac[i]);
+		}
+	}
+	terr_clear(&err);
+	assert_int_equal(virtio_net_create_from_config(&f->vm, f->bus, cfg, 1, &d, &err), -EINVAL);
+	assert_string_equal(err.msg, "net.1.hostfwd only applies to the user back end "
+			    "(net.1.backend is tap)");
+	terr_clear(&err);
+	assert_int_equal(virtio_net_create_from_config(&f->vm, f->bus, cfg, 2, &d, &err), -EINVAL);
+	assert_string_equal(err.msg, "net.2.tap is set but net.2.backend is user (set "
+			    "net.2.backend=tap to use a tap)");
+	terr_clear(&err);
+	assert_int_equal(virtio_net_create_from_config(&f->vm, f->bus, cfg, 3, &d, &err), -EINVAL);
+	assert_non_null(strstr(err.msg, "net.3.hostfwd: forward 2 \"bogus\": expected"));
+	terr_clear(&err);
+	if (virtio_net_create_from_config(&f->vm, f->bus, cfg, 4, &d, &err))
+		fail_msg("%s", err.msg);
+	assert_string_equal(d->id, "net.4");
+	config_free(cfg);
+}
+
 #define TP(fn) cmocka_unit_test_setup_teardown(fn, setup_plain, teardown)
 #define TV(fn) cmocka_unit_test_setup_teardown(fn, setup_vnet, teardown)
 
@@ -895,6 +953,7 @@ int main(void)
 		TP(test_save_load_fresh_vm),
 		TP(test_device_reset),
 		cmocka_unit_test(test_default_mac),
+		TP(test_from_config),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
