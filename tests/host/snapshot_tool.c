@@ -8,7 +8,12 @@
  * --version/--min-version: the section's TOC versions (a newer min_version
  * than tern reads must be refused, naming the section and both versions);
  * --add: an extra integer field (unknown fields are skipped); --drop: remove
- * a field (missing fields take their default). */
+ * a field (missing fields take their default).
+ *
+ *   snapshot_tool strip IN OUT
+ *
+ * writes IN's state part alone, declaring no RAM: a small whole file (the
+ * fuzzer's seed corpus). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -46,10 +51,11 @@ static int copy_ram(int in, int out, uint64_t from, uint64_t to, uint64_t len)
 
 int main(int argc, char **argv)
 {
-	if (argc < 5 || strcmp(argv[1], "edit"))
+	bool strip = argc == 4 && !strcmp(argv[1], "strip");
+	if (!strip && (argc < 5 || strcmp(argv[1], "edit")))
 		return die("usage: snapshot_tool edit IN OUT SECTION [--version V] [--min-version M] "
-			   "[--add NAME=UINT] [--drop NAME]");
-	const char *in = argv[2], *out = argv[3], *id = argv[4];
+			   "[--add NAME=UINT] [--drop NAME] | strip IN OUT");
+	const char *in = argv[2], *out = argv[3], *id = strip ? "" : argv[4];
 	long version = -1, min_version = -1;
 	const char *add = NULL, *drop = NULL;
 	for (int i = 5; i + 1 < argc; i += 2) {
@@ -71,7 +77,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "snapshot_tool: %s\n", err.msg);
 		return 2;
 	}
-	if (!snap_find(&s, id))
+	if (!strip && !snap_find(&s, id))
 		return die("no such section");
 	snap_init_writer(&w);
 	w.host = s.host;
@@ -138,11 +144,11 @@ int main(int argc, char **argv)
 	int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
 	if (fd < 0)
 		return die(strerror(errno));
-	if (snap_write_state(&w, fd, s.ram_length, &err)) {
+	if (snap_write_state(&w, fd, strip ? 0 : s.ram_length, &err)) {
 		fprintf(stderr, "snapshot_tool: %s\n", err.msg);
 		return 2;
 	}
-	if (copy_ram(s.fd, fd, s.ram_offset, w.ram_offset, s.ram_length) < 0)
+	if (!strip && copy_ram(s.fd, fd, s.ram_offset, w.ram_offset, s.ram_length) < 0)
 		return die("copying RAM failed");
 	close(fd);
 	snap_close(&w);
