@@ -236,9 +236,9 @@ int blk_uring_open(struct blk *b, const struct blk_opts *o, struct terr *err)
 	}
 	/* the same locks vdisk takes: one writer, or any number of readers */
 	if (flock(fd, (o->readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
-		r = terr_set(err, errno, "%s: image \"%s\" is in use by another process (%s lock "
-			     "refused: %s)", o->id, o->path, o->readonly ? "shared" : "exclusive",
-			     strerror(errno));
+		r = terr_set(err, errno, "%s: image \"%s\" is in use (another process or disk holds "
+			     "a lock on it; %s lock refused: %s)", o->id, o->path,
+			     o->readonly ? "shared" : "exclusive", strerror(errno));
 		goto fail;
 	}
 	unsigned depth = o->depth ? o->depth : 256;

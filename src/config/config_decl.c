@@ -36,6 +36,7 @@ static bool check_serial(const char *v)
 static const char *const on_reboot_values[] = { "exit", "restart", NULL };
 static const char *const disk_formats[] = { "raw", "qcow2", "vmdk", "vdi", "vhd", NULL };
 static const char *const net_backends[] = { "user", "tap", NULL };
+static const char *const disk_engines[] = { "auto", "io_uring", "threads", NULL };
 
 #define MiB (1024 * 1024)
 
@@ -55,15 +56,17 @@ static const struct config_decl decls[] = {
 	{ "disk.N.path", CONFIG_PATH, NULL, "image file of virtio-blk disk N" },
 	{ "disk.N.format", CONFIG_ENUM, "raw", "image format of disk N", .values = disk_formats },
 	{ "disk.N.readonly", CONFIG_BOOL, "false", "attach disk N read-only" },
-	{ "disk.N.serial", CONFIG_STRING, NULL, "serial number the guest sees for disk N",
+	{ "disk.N.serial", CONFIG_STRING, NULL, "serial number the guest sees for disk N (unset: tern-blk.N)",
 	  .check = check_serial, .expect = "at most 20 bytes" },
+	{ "disk.N.engine", CONFIG_ENUM, "auto", "how disk N does I/O: io_uring on a raw image, or vdisk on worker threads (auto: io_uring for raw, threads otherwise)",
+	  .values = disk_engines },
 	{ "net.N.backend", CONFIG_ENUM, "user", "host side of virtio-net device N", .values = net_backends },
 	{ "net.N.mac", CONFIG_MAC, NULL, "MAC address of net N (unset: derived from name and N)" },
 	{ "net.N.tap", CONFIG_STRING, NULL, "tap interface of net N when backend is tap",
 	  .check = check_ifname, .expect = "an interface name of 1 to 15 bytes without '/', ':' or spaces" },
 	{ "net.N.hostfwd", CONFIG_STRING, NULL, "user backend port forwards, e.g. tcp::2222-:22 (comma-separated)" },
 	{ "rng.enable", CONFIG_BOOL, "false", "add a virtio-rng device fed from getrandom()" },
-	{ "vconsole.path", CONFIG_PATH, NULL, "output of a virtio-console device (unset: no device)" },
+	{ "vconsole.path", CONFIG_PATH, NULL, "virtio-console (hvc0): a file for its output, stdio (output to stdout, input from stdin), or unix:PATH (a socket tern listens on); unset: no device" },
 	{ "snapshot.eager", CONFIG_BOOL, "false", "restore reads all guest RAM up front instead of mapping it lazily" },
 };
 

@@ -7,6 +7,8 @@
 #include "pci/pci.h"
 #include "virtio/virtio_rng.h"
 #include "virtio/virtio_net.h"
+#include "virtio/virtio_blk.h"
+#include "virtio/virtio_console.h"
 
 #include <string.h>
 
@@ -19,6 +21,8 @@ static const struct device_ops *const all_types[] = {
 	&pci_host_ops,
 	&virtio_rng_ops,
 	&virtio_net_ops,
+	&virtio_blk_ops,
+	&virtio_console_ops,
 };
 
 const struct device_ops *const *device_types(size_t *count)

@@ -13,6 +13,8 @@
 #include "pci/pci.h"
 #include "virtio/virtio_rng.h"
 #include "virtio/virtio_net.h"
+#include "virtio/virtio_blk.h"
+#include "virtio/virtio_console.h"
 #include "hw/uart16550.h"
 #include "util/log.h"
 #include "control/control.h"
@@ -76,6 +78,14 @@ static int setup_console(struct machine *m, struct terr *err)
 		r = config_get_bool(m->cfg, "console.input", &input, err);
 	if (r)
 		return r;
+	/* --- virtio-console: with vconsole.path=stdio, stdin goes to hvc0 --- */
+	const char *vpath;
+	if ((r = config_get_path(m->cfg, "vconsole.path", &vpath, err)))
+		return r;
+	bool hvc_stdin = vpath && !strcmp(vpath, "stdio") && input;
+	if (hvc_stdin)
+		tty_make_raw(m);
+	/* --- end virtio-console --- */
 
 	struct uart_params p = { .id = "uart.0", .port = COM1_PORT, .irq = COM1_IRQ,
 				 .out_fd = STDOUT_FILENO, .in_fd = -1 };
@@ -87,7 +97,7 @@ static int setup_console(struct machine *m, struct terr *err)
 			return terr_set(err, errno, "console.path: cannot open \"%s\": %s", path,
 					strerror(errno));
 		p.out_fd = m->console_fd;
-	} else if (input) {
+	} else if (input && !hvc_stdin) {
 		p.in_fd = STDIN_FILENO;
 		tty_make_raw(m);
 	}
@@ -122,6 +132,21 @@ static int setup_platform(struct machine *m, const struct acpi_config *acfg, str
 		r = virtio_net_create_from_config(&m->vm, pci_host_bus(m->pci_host), m->cfg, nets[i],
 						  &d, err);
 	/* --- end virtio-net --- */
+	/* --- virtio-blk and virtio-console (src/virtio/virtio_blk.c,
+	 * virtio_console.c): blk.N for every disk.N in index order, then
+	 * vconsole.0 when vconsole.path is set --- */
+	unsigned disks[CONFIG_MAX_INDEX + 1];
+	size_t ndisk = r ? 0 : config_indices(m->cfg, "disk", disks, CONFIG_MAX_INDEX + 1);
+	for (size_t i = 0; !r && i < ndisk; i++)
+		r = virtio_blk_create_from_config(&m->vm, pci_host_bus(m->pci_host), m->cfg, disks[i],
+						  &d, err);
+	bool con_input;
+	if (!r)
+		r = config_get_bool(m->cfg, "console.input", &con_input, err);
+	if (!r)
+		r = virtio_console_create_from_config(&m->vm, pci_host_bus(m->pci_host), m->cfg,
+						      m->restoring, con_input, &d, err);
+	/* --- end virtio-blk, virtio-console --- */
 	return r;
 }
 

@@ -1,4 +1,5 @@
 #include "virtio/virtio_blk.h"
+#include "config/config.h"
 #include "core/vm.h"
 #include "util/log.h"
 #include "virtio/virtio_dev.h"
@@ -704,4 +705,46 @@ int virtio_blk_create(struct vm *vm, struct pci_bus *bus, const struct virtio_bl
 fail:
 	blk_destroy(&b->dev);
 	return r;
+}
+
+int virtio_blk_create_from_config(struct vm *vm, struct pci_bus *bus, struct config *cfg,
+				  unsigned index, struct device **out, struct terr *err)
+{
+	char id[32], key[64];
+	const char *path, *format, *serial;
+	bool ro;
+	unsigned engine;
+	int r;
+	static const enum blk_engine engines[] = { BLK_ENGINE_AUTO, BLK_ENGINE_URING,
+						   BLK_ENGINE_THREADS };
+
+	snprintf(id, sizeof(id), "blk.%u", index);
+	snprintf(key, sizeof(key), "disk.%u.path", index);
+	if ((r = config_get_path(cfg, key, &path, err)))
+		return r;
+	if (!path)
+		return terr_set(err, EINVAL, "%s: no image for disk %u (set disk.%u.path=FILE)", key,
+				index, index);
+	snprintf(key, sizeof(key), "disk.%u.format", index);
+	if ((r = config_get_str(cfg, key, &format, err)))
+		return r;
+	snprintf(key, sizeof(key), "disk.%u.readonly", index);
+	if ((r = config_get_bool(cfg, key, &ro, err)))
+		return r;
+	snprintf(key, sizeof(key), "disk.%u.engine", index);
+	if ((r = config_get_enum(cfg, key, &engine, err)))
+		return r;
+	snprintf(key, sizeof(key), "disk.%u.serial", index);
+	if ((r = config_get_str(cfg, key, &serial, err)))
+		return r;
+	/* the getters' strings live until the tree changes; the device keeps
+	 * copies of what it needs */
+	unsigned queues = vm->nvcpus < VIRTIO_MAX_QUEUES ? vm->nvcpus : VIRTIO_MAX_QUEUES;
+	struct virtio_blk_params p = {
+		.id = id, .path = path, .format = format, .readonly = ro, .serial = serial,
+		.queues = queues ? queues : 1,
+		.engine = engine < sizeof(engines) / sizeof(engines[0]) ? engines[engine] : BLK_ENGINE_AUTO,
+		.slot = -1,
+	};
+	return virtio_blk_create(vm, bus, &p, out, err);
 }

@@ -100,6 +100,12 @@ struct virtio_blk_params {
 int virtio_blk_create(struct vm *vm, struct pci_bus *bus, const struct virtio_blk_params *p,
 		      struct device **out, struct terr *err);
 
+struct config;
+/* virtio-blk "blk.N" from disk.N.* (path, format, readonly, serial, engine),
+ * one request queue per vCPU of the VM. */
+int virtio_blk_create_from_config(struct vm *vm, struct pci_bus *bus, struct config *cfg,
+				  unsigned index, struct device **out, struct terr *err);
+
 /* Requests taken from the queues and not yet completed (tests). */
 unsigned virtio_blk_inflight(struct device *d);
 /* The back end's engine, "io_uring" or "threads" (tests, logs). */

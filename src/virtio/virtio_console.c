@@ -1,4 +1,5 @@
 #include "virtio/virtio_console.h"
+#include "config/config.h"
 #include "core/vm.h"
 #include "util/log.h"
 #include "virtio/virtio_dev.h"
@@ -439,4 +440,18 @@ int virtio_console_create(struct vm *vm, struct pci_bus *bus,
 fail:
 	vc_destroy(&c->dev);
 	return r;
+}
+
+int virtio_console_create_from_config(struct vm *vm, struct pci_bus *bus, struct config *cfg,
+				      bool restoring, bool input, struct device **out,
+				      struct terr *err)
+{
+	const char *path;
+	*out = NULL;
+	int r = config_get_path(cfg, "vconsole.path", &path, err);
+	if (r || !path)
+		return r;
+	struct virtio_console_params p = { .id = "vconsole.0", .path = path, .append = restoring,
+					    .input = input, .slot = -1 };
+	return virtio_console_create(vm, bus, &p, out, err);
 }

@@ -44,6 +44,13 @@ int virtio_console_create(struct vm *vm, struct pci_bus *bus,
 			  const struct virtio_console_params *p, struct device **out,
 			  struct terr *err);
 
+struct config;
+/* vconsole.0 from vconsole.path (no device when it is unset: *out = NULL).
+ * `restoring`: a file is appended to; `input`: stdio reads stdin. */
+int virtio_console_create_from_config(struct vm *vm, struct pci_bus *bus, struct config *cfg,
+				      bool restoring, bool input, struct device **out,
+				      struct terr *err);
+
 /* Host input queued for the guest (tests): copies what fits in the pending
  * buffer and hands it to the guest when it has receive buffers. Returns the
  * number of bytes taken. */

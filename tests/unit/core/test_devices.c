@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "core/kvm.h"
@@ -25,6 +26,9 @@
 #include "pci/pci.h"
 #include "net/net.h"
 #include "virtio/virtio_rng.h"
+#include "virtio/virtio_blk.h"
+#include "virtio/virtio_console.h"
+#include "virtio/virtio_pci.h"
 #include "virtio/virtio_net.h"
 
 /* How the test makes an instance of each type. A device type missing here
@@ -106,6 +110,117 @@ static int make_virtio_net(struct vm *vm, struct device **out, struct terr *err)
 	return 0;
 }
 
+/* The PCI function of device `id` on the VM's bus, with memory decoding and
+ * bus mastering on; returns BAR 4's address. */
+static uint64_t decode_bar4(struct pci_bus *bus, const char *id)
+{
+	for (unsigned s = 0; s < PCI_SLOTS; s++) {
+		struct pci_device *pd = pci_bus_device(bus, s);
+		if (pd && !strcmp(pd->name, id)) {
+			pci_config_write(pd, PCI_COMMAND, 2, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER);
+			return pci_bar_address(pd, VIRTIO_PCI_BAR);
+		}
+	}
+	return 0;
+}
+
+static void bar_write(struct vm *vm, uint64_t addr, unsigned size, uint64_t v)
+{
+	bus_write(&vm->mmio, addr, &v, size);
+}
+
+/* A temporary file of `size` bytes, unlinked once the device holds it open. */
+static int temp_file(char *path, size_t len, uint64_t size)
+{
+	snprintf(path, len, "/tmp/tern-devtest-XXXXXX");
+	int fd = mkstemp(path);
+	if (fd < 0)
+		return -errno;
+	int r = ftruncate(fd, (off_t)size) < 0 ? -errno : 0;
+	close(fd);
+	return r;
+}
+
+/* virtio-blk on a temporary raw image, with its driver up and eight 4 KiB
+ * writes in flight (submitted, not completed) when the generic test starts:
+ * the first save has to complete them, the loads must not resurrect them. */
+static int make_virtio_blk(struct vm *vm, struct device **out, struct terr *err)
+{
+	struct device *host = vm_find_device(vm, "pci.0");
+	char path[64];
+	int r;
+	if (!host && (r = make_pci_host(vm, &host, err)))
+		return r;
+	if ((r = temp_file(path, sizeof(path), 1 << 20)))
+		return terr_set(err, -r, "temporary image: %s", strerror(-r));
+	struct virtio_blk_params p = { .id = "blk.0", .path = path, .format = "raw", .queues = 1,
+				       .slot = -1 };
+	r = virtio_blk_create(vm, pci_host_bus(host), &p, out, err);
+	unlink(path);
+	if (r)
+		return r;
+	uint64_t bar = decode_bar4(pci_host_bus(host), "blk.0");
+	const uint64_t desc = 0x200000, avail = 0x201000, used = 0x202000, hdr = 0x203000,
+		       data = 0x210000;
+	bar_write(vm, bar + VIRTIO_PCI_COMMON_STATUS, 1, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
+	bar_write(vm, bar + VIRTIO_PCI_COMMON_GFSELECT, 4, 1);
+	bar_write(vm, bar + VIRTIO_PCI_COMMON_GF, 4, 1);   /* VERSION_1 */
+	bar_write(vm, bar + VIRTIO_PCI_COMMON_STATUS, 1, VIRTIO_STATUS_ACKNOWLEDGE |
+		  VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK);
+	bar_write(vm, bar + VIRTIO_PCI_COMMON_Q_SELECT, 2, 0);
+	bar_write(vm, bar + VIRTIO_PCI_COMMON_Q_SIZE, 2, 32);
+	bar_write(vm, bar + VIRTIO_PCI_COMMON_Q_DESCLO, 4, desc);
+	bar_write(vm, bar + VIRTIO_PCI_COMMON_Q_AVAILLO, 4, avail);
+	bar_write(vm, bar + VIRTIO_PCI_COMMON_Q_USEDLO, 4, used);
+	bar_write(vm, bar + VIRTIO_PCI_COMMON_Q_ENABLE, 2, 1);
+	bar_write(vm, bar + VIRTIO_PCI_COMMON_STATUS, 1, VIRTIO_STATUS_ACKNOWLEDGE |
+		  VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
+	uint8_t *ram = guest_mem_ptr(&vm->mem, desc, 0x20000);
+	if (!ram)
+		return terr_set(err, EINVAL, "no guest RAM for the rings");
+	memset(ram, 0, 0x20000);
+	for (unsigned i = 0; i < 8; i++) {
+		uint32_t type = VIRTIO_BLK_T_OUT;
+		uint64_t sector = 8 * i;
+		memcpy(ram + (hdr - desc) + 32 * i, &type, 4);
+		memcpy(ram + (hdr - desc) + 32 * i + 8, &sector, 8);
+		memset(ram + (data - desc) + 4096 * i, 0xa0 + i, 4096);
+		struct { uint64_t addr; uint32_t len; uint16_t flags, next; } d[3] = {
+			{ hdr + 32 * i, 16, VIRTQ_DESC_F_NEXT, (uint16_t)(3 * i + 1) },
+			{ data + 4096 * i, 4096, VIRTQ_DESC_F_NEXT, (uint16_t)(3 * i + 2) },
+			{ hdr + 32 * i + 16, 1, VIRTQ_DESC_F_WRITE, 0 },
+		};
+		memcpy(ram + 16 * 3 * i, d, sizeof(d));
+		uint16_t head = (uint16_t)(3 * i);
+		memcpy(ram + (avail - desc) + 4 + 2 * i, &head, 2);
+	}
+	uint16_t idx = 8;
+	memcpy(ram + (avail - desc) + 2, &idx, 2);
+	bar_write(vm, bar + VIRTIO_PCI_NOTIFY_OFF, 2, 0);
+	if (virtio_blk_inflight(*out) == 0)
+		return terr_set(err, EINVAL, "blk.0: no request in flight after the kick");
+	return 0;
+}
+
+/* virtio-console writing to a temporary file (unlinked; the device keeps it
+ * open). */
+static int make_virtio_console(struct vm *vm, struct device **out, struct terr *err)
+{
+	struct device *host = vm_find_device(vm, "pci.0");
+	char path[64];
+	int r;
+	if (!host && (r = make_pci_host(vm, &host, err)))
+		return r;
+	if ((r = temp_file(path, sizeof(path), 0)))
+		return terr_set(err, -r, "temporary file: %s", strerror(-r));
+	struct virtio_console_params p = { .id = "vconsole.0", .path = path, .slot = -1 };
+	r = virtio_console_create(vm, pci_host_bus(host), &p, out, err);
+	unlink(path);
+	if (!r)
+		decode_bar4(pci_host_bus(host), "vconsole.0");
+	return r;
+}
+
 static const struct {
 	const char *type;
 	int (*make)(struct vm *vm, struct device **out, struct terr *err);
@@ -118,6 +233,8 @@ static const struct {
 	{ "pci-host", make_pci_host },
 	{ "virtio-rng", make_virtio_rng },
 	{ "virtio-net", make_virtio_net },
+	{ "virtio-blk", make_virtio_blk },
+	{ "virtio-console", make_virtio_console },
 };
 
 struct fixture {
