@@ -116,7 +116,9 @@ struct qcow2 {
 	uint32_t slice_entries;      /* L2 entries per slice */
 
 	uint64_t free_hint;          /* cluster index: lowest possibly free */
-	uint64_t host_end;           /* bytes at or past this are fresh (read zero) */
+	uint64_t host_end;           /* bytes at or past this are fresh (read zero);
+	                              * every allocation lies below it */
+	uint64_t file_end;           /* the file is known to be at least this long */
 	struct qc_oset l2_tabs;      /* L2 tables of the active L1 */
 	struct qc_oset refblocks;    /* refcount blocks */
 
@@ -159,6 +161,8 @@ int qcow2_signal_corruption(struct vdisk *d, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 int qcow2_rebuild_osets(struct qcow2 *q);
 int qcow2_mark_dirty(struct vdisk *d);
+/* Extend the file (never shrink) to host_end; metadata lock held. */
+int qcow2_cover_end(struct vdisk *d);
 
 /* qcow2_cluster.c: L1/L2 lookup and update */
 int qcow2_get_l2e(struct vdisk *d, uint64_t guest, uint64_t *e, uint64_t *bitmap);

@@ -307,18 +307,6 @@ static int zero_fill(struct vdisk *d, uint64_t off, uint64_t len)
 	return 0;
 }
 
-/* Fresh clusters past EOF read as zero; make the file cover them so that
- * the image end matches the allocation (qemu-img check counts on it). */
-static int extend_to(struct vdisk *d, uint64_t end)
-{
-	struct stat st;
-	if (fstat(d->fd, &st) < 0)
-		return -errno;
-	if ((uint64_t)st.st_size < end && ftruncate(d->fd, (off_t)end) < 0)
-		return -errno;
-	return 0;
-}
-
 /* Is the old content of this cluster all zero without any host cluster? */
 static bool zero_unowned(const struct vdisk *d, const struct qcow2 *q, uint64_t gc,
                          uint64_t e, uint64_t bm)
@@ -425,11 +413,14 @@ static int qcow2_pwritev(struct vdisk *d, const struct iovec *iov, int cnt,
 			break;
 		r = vd_pwritev_full(d->fd, v.v, v.cnt, host + in, n);
 		vd_iov_free(&v);
+		/* Fresh clusters (at or past the old end of the allocation) read
+		 * as zero already: the file is extended to cover them, under the
+		 * metadata lock, before any table pointing to them reaches the
+		 * disk (qcow2_cover_end). Never ftruncate here: a concurrent
+		 * writer may have extended the file past our clusters. */
 		uint64_t tail = nc * cs - in - n;
 		if (r == 0 && !fresh && in)
 			r = vd_pwrite_full(d->fd, q->zbuf, in, host);
-		if (r == 0 && fresh && tail)
-			r = extend_to(d, host + nc * cs);
 		if (r == 0 && tail && !fresh)
 			r = zero_fill(d, host + in + n, tail);
 		if (r < 0) {

@@ -4,6 +4,8 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 int qc_oset_add(struct qc_oset *s, uint64_t off)
 {
@@ -131,6 +133,26 @@ int qcow2_signal_corruption(struct vdisk *d, const char *fmt, ...)
 	return vd_err(d, -EIO, "qcow2 image '%s' is corrupt: %s", d->path, what);
 }
 
+/* Clusters allocated past the end of the file read as zero without being
+ * written; the file must cover them before tables pointing to them are
+ * written, so that the image end matches the allocation. Called with the
+ * metadata lock held: every allocation lies below host_end and no one
+ * writes past it, so extending to host_end can never cut off data written
+ * concurrently (unlike a per-request fstat + ftruncate). */
+int qcow2_cover_end(struct vdisk *d)
+{
+	struct qcow2 *q = Q(d);
+	if (q->file_end >= q->host_end)
+		return 0;
+	struct stat st;
+	if (fstat(d->fd, &st) < 0)
+		return vd_err(d, -errno, "stat '%s': %s", d->path, strerror(errno));
+	if ((uint64_t)st.st_size < q->host_end && ftruncate(d->fd, (off_t)q->host_end) < 0)
+		return vd_err(d, -errno, "extending '%s': %s", d->path, strerror(errno));
+	q->file_end = q->host_end;
+	return 0;
+}
+
 /* Write-back callback shared by both caches. An L2 slice may only reach
  * the disk after the refcounts of everything it points to, and after the
  * data it points to: flush the refcount cache and sync first. */
@@ -140,6 +162,8 @@ int qcow2_cache_writeback(void *opaque, struct qc_cache *c, unsigned idx)
 	struct qcow2 *q = Q(d);
 	struct qc_entry *e = &c->e[idx];
 	int r;
+	if ((r = qcow2_cover_end(d)) < 0)
+		return r;
 	if (c == &q->l2c) {
 		if ((r = qc_cache_flush(&q->rbc)) < 0)
 			return r;
@@ -166,6 +190,8 @@ int qcow2_meta_flush(struct vdisk *d)
 {
 	struct qcow2 *q = Q(d);
 	int r;
+	if ((r = qcow2_cover_end(d)) < 0)
+		return r;
 	if ((r = qc_cache_flush(&q->rbc)) < 0)
 		return r;
 	if (q->l2c.ndirty) {

@@ -212,6 +212,7 @@ int qcow2_open(struct vdisk *d, const struct vdisk_open_opts *o)
 		goto fail;
 	}
 	q->host_end = VD_ALIGN_UP(fsize, cs);
+	q->file_end = fsize;
 
 	if (q->backing_name && !(o->flags & VDISK_OPEN_NO_BACKING) &&
 	    (r = open_backing(d, q, o)) < 0)

@@ -186,6 +186,107 @@ static void t_parallel(void **s)
 	vdisk_close(d);
 }
 
+/* Eight threads own interleaved cluster-sized stripes (neighbouring
+ * clusters belong to different threads, so L2 slices, refcount blocks and
+ * the allocation frontier are shared) and do random writes, zeroes,
+ * discards and reads against a private model; one of them flushes now
+ * and then. Covers the allocation path racing with itself, with
+ * copy-on-write of partial clusters, with zero-fill of reused clusters and
+ * with metadata write-back. */
+#define ST_THREADS 8
+#define ST_CS 4096u
+#define ST_DISK (4u << 20)
+
+struct stress {
+	struct vdisk *d;
+	int id;
+	uint8_t *ref; /* shared model; each thread touches only its stripes */
+	int err;
+};
+
+static void *stress_run(void *arg)
+{
+	struct stress *st = arg;
+	uint8_t buf[3 * ST_CS], got[3 * ST_CS];
+	uint64_t seed = 0x1234567ull * (uint64_t)(st->id + 1);
+	uint64_t stripes = ST_DISK / ST_CS / ST_THREADS;
+	for (int i = 0; i < 400 && !st->err; i++) {
+		seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+		/* one of this thread's clusters, a sub-range of it */
+		uint64_t c = ((seed >> 33) % stripes) * ST_THREADS + (uint64_t)st->id;
+		uint64_t in = (seed >> 13) % ST_CS, len = 1 + (seed >> 45) % (ST_CS - in);
+		uint64_t off = c * ST_CS + in;
+		int op = (int)((seed >> 5) % 16);
+		int r = 0;
+		if (op < 9) {
+			tu_fill(buf, len, seed);
+			r = vdisk_pwrite(st->d, buf, len, off);
+			memcpy(st->ref + off, buf, len);
+		} else if (op < 11) {
+			r = vdisk_write_zeroes(st->d, off, len, VDISK_ZERO_MAY_UNMAP);
+			memset(st->ref + off, 0, len);
+		} else if (op < 12) {
+			/* whole cluster discard, then restore the model's content */
+			r = vdisk_discard(st->d, c * ST_CS, ST_CS);
+			if (r == 0)
+				r = vdisk_pwrite(st->d, st->ref + c * ST_CS, ST_CS, c * ST_CS);
+		} else if (op < 13 && st->id == 0) {
+			r = vdisk_flush(st->d);
+		} else {
+			r = vdisk_pread(st->d, got, len, off);
+			if (r == 0 && memcmp(got, st->ref + off, len))
+				r = -EILSEQ;
+		}
+		if (r < 0)
+			st->err = r;
+	}
+	return NULL;
+}
+
+static void stress_one(uint32_t rbits, bool lazy)
+{
+	char p[300];
+	tu_path(p, sizeof(p), "stress.qcow2");
+	struct vdisk_create_opts co = { .format = "qcow2", .size = ST_DISK, .cluster_size = ST_CS,
+	                                .refcount_bits = rbits, .lazy_refcounts = lazy };
+	tu_create(p, &co);
+	/* a small L2 cache forces slice eviction (write-back) under load */
+	struct vdisk *d = NULL;
+	struct vdisk_open_opts o = { .flags = VDISK_OPEN_RDWR, .format = "qcow2",
+	                             .l2_cache_bytes = 4 * 512, .l2_slice_bytes = 512 };
+	struct vdisk_error e;
+	assert_int_equal(vdisk_open(&d, p, &o, &e), 0);
+	uint8_t *ref = calloc(1, ST_DISK), *got = malloc(ST_DISK);
+	pthread_t t[ST_THREADS];
+	struct stress st[ST_THREADS];
+	for (int i = 0; i < ST_THREADS; i++) {
+		st[i] = (struct stress){ d, i, ref, 0 };
+		pthread_create(&t[i], NULL, stress_run, &st[i]);
+	}
+	for (int i = 0; i < ST_THREADS; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(st[i].err, 0);
+	}
+	assert_int_equal(vdisk_pread(d, got, ST_DISK, 0), 0);
+	assert_memory_equal(got, ref, ST_DISK);
+	tu_check_clean(d);
+	assert_int_equal(vdisk_close(d), 0);
+	d = tu_open(p, "qcow2", 0);
+	assert_int_equal(vdisk_pread(d, got, ST_DISK, 0), 0);
+	assert_memory_equal(got, ref, ST_DISK);
+	tu_check_clean(d);
+	vdisk_close(d);
+	free(ref);
+	free(got);
+}
+
+static void t_stress(void **s)
+{
+	(void)s;
+	stress_one(16, false);
+	stress_one(1, true);
+}
+
 static void t_compressed_write(void **s)
 {
 	(void)s;
@@ -291,6 +392,7 @@ int main(void)
 		cmocka_unit_test(t_reftable_growth),
 		cmocka_unit_test(t_backing),
 		cmocka_unit_test(t_parallel),
+		cmocka_unit_test(t_stress),
 		cmocka_unit_test(t_compressed_write),
 		cmocka_unit_test(t_resize),
 		cmocka_unit_test(t_bounds_and_ro),
