@@ -187,7 +187,8 @@ if [ ! -f "$base" ] || [ "$(cat "$base.key" 2>/dev/null)" != "$key" ]; then
     rm -rf "$root"
     mkdir -p "$root"/{proc,sys,dev,tmp,run,root,etc,inner,nested,tern/bin}
     install_busybox "$root"
-    for m in irqbypass kvm kvm-amd; do add_module "$root" "$m"; done
+    # tun: the virtio-net tests make taps in the outer machine
+    for m in irqbypass kvm kvm-amd tun; do add_module "$root" "$m"; done
     for m in irqbypass kvm kvm_amd; do
         grep -qx "${m}" "$root/lib/modules/order" || grep -qx "${m//_/-}" "$root/lib/modules/order" ||
             die "module $m not found in $MODDIR"

@@ -126,7 +126,8 @@ static inline size_t tcp_frame(uint8_t *f, const uint8_t dst_mac[6], uint32_t sr
 	t[12] = 5 << 4;
 	t[13] = flags;
 	put16(t + 14, 65535);
-	memcpy(t + 20, data, len);
+	if (len)
+		memcpy(t + 20, data, len);
 	put16(t + 16, l4_csum(ip, t, 20 + len));
 	return o + IP_HLEN_ + 20 + len;
 }

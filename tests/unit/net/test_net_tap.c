@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if_packet.h>
+#include <linux/if_tun.h>
 #include <net/ethernet.h>
 #include <net/if.h>
 #include <poll.h>
@@ -97,6 +98,43 @@ static void test_errors(void **ctx)
 	assert_non_null(strstr(err.msg, "longer than 15 bytes"));
 }
 
+/* A persistent tap made beforehand (what `ip tuntap add` does) is attached
+ * to by name; it stays after tern lets go of it. */
+static void test_existing_tap(void **ctx)
+{
+	NEED_TAP(*ctx);
+	const char *name = "terntest0";
+	int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+	assert_true(fd >= 0);
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof(ifr));
+	ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+	if (ioctl(fd, TUNSETIFF, &ifr) < 0 || ioctl(fd, TUNSETPERSIST, 1) < 0) {
+		close(fd);
+		skip();
+	}
+	close(fd);
+	struct terr err = { 0 };
+	struct net_backend *be = try_create(name, &err);
+	if (!be)
+		fail_msg("%s", err.msg);
+	assert_string_equal(net_tap_ifname(be), name);
+	assert_true(be->vnet_hdr);
+	net_backend_destroy(be);
+	assert_true(if_nametoindex(name) > 0);
+	/* and again (nothing held on to it) */
+	be = try_create(name, &err);
+	assert_non_null(be);
+	net_backend_destroy(be);
+	/* remove it */
+	fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
+	assert_int_equal(ioctl(fd, TUNSETIFF, &ifr), 0);
+	assert_int_equal(ioctl(fd, TUNSETPERSIST, 0), 0);
+	close(fd);
+	assert_int_equal(if_nametoindex(name), 0);
+}
+
 static int if_up(const char *name)
 {
 	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -169,6 +207,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		T(test_create_and_offloads),
 		T(test_errors),
+		T(test_existing_tap),
 		T(test_frames_both_ways),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
