@@ -119,6 +119,9 @@ static int check_config(const struct acpi_config *c, struct terr *err)
 	if (c->ncpus < 1 || c->ncpus > ACPI_MAX_CPUS)
 		return terr_set(err, EINVAL, "acpi: %u vCPUs; the MADT describes 1 to %u",
 				c->ncpus, ACPI_MAX_CPUS);
+	if (c->pci_bus_end > c->ecam_bus_end)
+		return terr_set(err, EINVAL, "acpi: PCI buses 0-%u do not fit in the ECAM "
+				"window of buses 0-%u", c->pci_bus_end, c->ecam_bus_end);
 	if (c->ecam_bus_end > 255 || c->ecam_base & 0xfffff ||
 	    c->ecam_base + ((uint64_t)c->ecam_bus_end + 1) * MIB(1) > GIB(4))
 		return terr_set(err, EINVAL, "acpi: ECAM at 0x%llx for buses 0-%u must be 1 MiB "
@@ -240,7 +243,7 @@ static uint8_t *build_mcfg(struct out *o, const struct acpi_config *c, uint64_t 
 	put64(p + 44, c->ecam_base);
 	put16(p + 52, 0);                      /* segment */
 	p[54] = 0;                             /* start bus */
-	p[55] = (uint8_t)c->ecam_bus_end;
+	p[55] = (uint8_t)c->pci_bus_end;
 	finish(p, len);
 	return p;
 }
@@ -322,6 +325,8 @@ void acpi_config_defaults(struct acpi_config *c, const struct guest_mem *m, unsi
 		.i8042 = true,
 		.ecam_base = LAYOUT_ECAM_START,
 		.ecam_bus_end = (unsigned)(LAYOUT_ECAM_SIZE >> 20) - 1,
+		.pci_bus_end = 0,
+		.rtc = true,
 		.pci_io_base = 0x1000,
 		.pci_io_size = 0xf000,
 		.mmio32_base = LAYOUT_MMIO32_START,

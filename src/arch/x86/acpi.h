@@ -42,7 +42,15 @@ struct acpi_config {
 	uint8_t sci_irq;           /* ISA IRQ = GSI of the SCI */
 	bool i8042;                /* an 8042 keyboard controller is present */
 	uint64_t ecam_base;        /* PCI segment 0 ECAM */
-	unsigned ecam_bus_end;     /* buses 0..ecam_bus_end (<= 255) */
+	unsigned ecam_bus_end;     /* the ECAM window covers buses 0..ecam_bus_end
+				    * (<= 255); reserved in e820 and by \_SB.MRES */
+	unsigned pci_bus_end;      /* buses behind the root bridge: MCFG end bus and
+				    * _CRS bus range (<= ecam_bus_end). Linux scans
+				    * 32 slots of every bus up to MCFG's end bus
+				    * with port I/O at boot (peer-bridge fixup):
+				    * 8192 config reads for 255, so keep it 0
+				    * while there are no bridges. */
+	bool rtc;                  /* a CMOS RTC at 0x70, IRQ 8 */
 	uint16_t pci_io_base;      /* PCI I/O window [base, base + size) */
 	uint32_t pci_io_size;
 	uint64_t mmio32_base, mmio32_size;  /* 32-bit PCI MMIO window */
@@ -60,7 +68,8 @@ struct acpi_tables {
 /* tern's platform: the windows of layout.h (the 64-bit window 1 GiB-aligned
  * above the end of RAM), PM block at 0x600 (event 0x600, control 0x604,
  * timer 0x608), reset by writing 1 to port 0x60c, SCI on IRQ 9, an i8042,
- * COM1 at 0x3f8 / IRQ 4, PCI I/O 0x1000 - 0xffff. */
+ * a CMOS RTC, COM1 at 0x3f8 / IRQ 4, PCI I/O 0x1000 - 0xffff, one PCI bus
+ * (ECAM window for 256). */
 void acpi_config_defaults(struct acpi_config *c, const struct guest_mem *m, unsigned ncpus);
 
 /* Build all tables into buf (cap bytes), which the guest will see at `gpa`,

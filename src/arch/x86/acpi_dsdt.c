@@ -17,7 +17,7 @@ static void pci_root(struct aml *a, const struct acpi_config *c)
 	aml_integer(a, 0);
 
 	struct aml_res r = { .n = 0 };
-	aml_res_bus(&r, 0, (uint16_t)c->ecam_bus_end);
+	aml_res_bus(&r, 0, (uint16_t)c->pci_bus_end);
 	aml_res_io(&r, 0xcf8, 8);   /* CF8/CFC configuration ports, consumed */
 	aml_res_word_io(&r, c->pci_io_base, (uint16_t)(c->pci_io_base + c->pci_io_size - 1));
 	aml_res_dword_mem(&r, (uint32_t)c->mmio32_base,
@@ -74,6 +74,40 @@ static void com1(struct aml *a, const struct acpi_config *c)
 	aml_end(a, dev);
 }
 
+/* ISA devices with fixed resources, so Linux binds its drivers through
+ * PNP instead of probing ports. */
+static void isa_device(struct aml *a, const char *name, const char *hid,
+		       const struct aml_res *res)
+{
+	size_t dev = aml_device_begin(a, name);
+	aml_name(a, "_HID");
+	aml_eisaid(a, hid);
+	struct aml_res r = *res;
+	aml_name(a, "_CRS");
+	aml_res_emit(a, &r);
+	aml_end(a, dev);
+}
+
+static void legacy_devices(struct aml *a, const struct acpi_config *c)
+{
+	struct aml_res r = { .n = 0 };
+	if (c->rtc) {
+		aml_res_io(&r, 0x70, 2);
+		aml_res_irq(&r, 8);
+		isa_device(a, "RTC", "PNP0B00", &r);   /* AT real-time clock */
+	}
+	if (c->i8042) {
+		r = (struct aml_res){ .n = 0 };
+		aml_res_io(&r, 0x60, 1);
+		aml_res_io(&r, 0x64, 1);
+		aml_res_irq(&r, 1);
+		isa_device(a, "KBD", "PNP0303", &r);   /* PS/2 keyboard port */
+		r = (struct aml_res){ .n = 0 };
+		aml_res_irq(&r, 12);
+		isa_device(a, "MOU", "PNP0F13", &r);   /* PS/2 mouse port */
+	}
+}
+
 void acpi_dsdt_body(struct aml *a, const struct acpi_config *c)
 {
 	size_t sb = aml_scope_begin(a, "\\_SB");
@@ -81,6 +115,7 @@ void acpi_dsdt_body(struct aml *a, const struct acpi_config *c)
 	motherboard_resources(a, c);
 	if (c->com1_port)
 		com1(a, c);
+	legacy_devices(a, c);
 	size_t pwrb = aml_device_begin(a, "PWRB");
 	aml_name(a, "_HID");
 	aml_eisaid(a, "PNP0C0C");

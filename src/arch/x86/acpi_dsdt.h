@@ -7,7 +7,8 @@
 
 /* Emit the DSDT's definition blocks (everything after the table header):
  * \_SB.PCI0 (host bridge with _CRS and _PRT), \_SB.MRES (ECAM reserved as
- * a motherboard resource), \_SB.COM1, \_SB.PWRB and \_S5. */
+ * a motherboard resource), \_SB.COM1, the RTC and PS/2 ports (PNP0B00,
+ * PNP0303, PNP0F13), \_SB.PWRB and \_S5. */
 void acpi_dsdt_body(struct aml *a, const struct acpi_config *c);
 
 #endif
