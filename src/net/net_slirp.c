@@ -367,8 +367,10 @@ static void arm_timer(struct net_slirp *s, uint32_t timeout_ms)
 			deadline = t->expire_ms * 1000000ll;
 	if (deadline <= now)
 		deadline = now + 1;
-	/* re-arming to about the same instant is a wasted syscall */
-	if (s->armed_ns && s->armed_ns > now && llabs(s->armed_ns - deadline) < 500000)
+	/* Only ever move the timer earlier: one that fires too soon costs a
+	 * service() and a re-arm, while re-arming after every frame (slirp's
+	 * timeout is relative to now) costs a syscall per frame. */
+	if (s->armed_ns && s->armed_ns > now && s->armed_ns <= deadline + 1000000)
 		return;
 	struct itimerspec its = { .it_value = { .tv_sec = deadline / 1000000000ll,
 						.tv_nsec = deadline % 1000000000ll } };
