@@ -513,16 +513,20 @@ static void quiesce(struct virtio_blk *b)
 	pthread_mutex_unlock(&b->vdev.lock);
 }
 
+/* The last resume (or one without a pause: a VM restored paused resumes
+ * devices it never paused) lets the queues go and takes whatever arrived. */
 static void unquiesce(struct virtio_blk *b)
 {
 	pthread_mutex_lock(&b->vdev.lock);
-	bool last = b->pause_depth > 0 && --b->pause_depth == 0;
+	if (b->pause_depth > 0)
+		b->pause_depth--;
+	bool last = b->pause_depth == 0;
 	if (last)
 		for (unsigned q = 0; q < b->nq; q++)
 			b->queues[q].starved = false;
 	pthread_mutex_unlock(&b->vdev.lock);
 	if (last)
-		virtio_pci_resume(&b->vp);   /* takes whatever arrived meanwhile */
+		virtio_pci_resume(&b->vp);
 }
 
 static void blk_reset(struct device *d)
