@@ -1,22 +1,23 @@
 #!/bin/sh
-# bench/virtio-net-inner.sh SIZE_MIB ROUNDS "BACKENDS" -- the inner half of
+# bench/virtio-net-inner.sh SIZE_MIB ROUNDS "BACKENDS" BOOTS -- the inner half of
 # bench/virtio-net.sh.  Runs in the nested harness's outer machine (busybox
 # sh, /nested/lib.sh loaded).  For each back end (user, tap) it boots the
 # inner Linux under tern and under QEMU/KVM (-device virtio-net-pci with the
-# same kind of back end: -netdev user, or -netdev tap without vhost), and in
-# each boot moves a SIZE_MIB file ROUNDS times each way over TCP with busybox
-# wget and httpd:
+# same kind of back end: -netdev user, or -netdev tap without vhost), BOOTS
+# times each, alternating, and in each boot moves a SIZE_MIB file ROUNDS
+# times each way over TCP with busybox wget and httpd:
 #   down  host -> guest: the guest fetches from the outer machine's httpd
 #         (timed in the guest)
 #   up    guest -> host: the outer machine fetches from the guest's httpd
 #         (timed in the outer machine; through a host forward with user)
 # and prints:
 #   @@BENCH run <backend> <vmm> <down|up> <round> <MB/s>
-#   @@BENCH median <backend> <vmm> down=<MB/s> up=<MB/s>
+#   @@BENCH median <backend> <vmm> down=<MB/s> up=<MB/s>   (over all boots)
 #   @@BENCH ratio <backend> tern/qemu down=<r> up=<r>
 size=${1:-16}
 rounds=${2:-3}
 backends=${3:-user tap}
+boots=${4:-2}
 . /nested/lib.sh
 
 HTTP_PORT=8590     # the outer machine's httpd
@@ -154,15 +155,21 @@ one_boot() {
         echo "@@BENCH failed $be $vmm; console tail:"
         tail -n 15 console | tr -d '\r' | sed 's/^/@@BENCH   /'
     fi
-    md=$(median $downs)
-    mu=$(median $ups)
-    echo "@@BENCH median $be $vmm down=$md up=$mu"
-    eval "m_${be}_${vmm}_down=$md m_${be}_${vmm}_up=$mu"
+    eval "all_${be}_${vmm}_down=\"\$all_${be}_${vmm}_down $downs\" all_${be}_${vmm}_up=\"\$all_${be}_${vmm}_up $ups\""
 }
 
 for be in $backends; do
+    b=1
+    while [ $b -le "$boots" ]; do
+        for vmm in tern qemu; do
+            one_boot "$be" "$vmm"
+        done
+        b=$((b + 1))
+    done
     for vmm in tern qemu; do
-        one_boot "$be" "$vmm"
+        eval "md=\$(median \$all_${be}_${vmm}_down) mu=\$(median \$all_${be}_${vmm}_up)"
+        echo "@@BENCH median $be $vmm down=$md up=$mu"
+        eval "m_${be}_${vmm}_down=$md m_${be}_${vmm}_up=$mu"
     done
     eval "td=\$m_${be}_tern_down tu=\$m_${be}_tern_up qd=\$m_${be}_qemu_down qu=\$m_${be}_qemu_up"
     awk -v b="$be" -v td="$td" -v tu="$tu" -v qd="$qd" -v qu="$qu" 'BEGIN {
@@ -170,4 +177,4 @@ for be in $backends; do
             (qd + 0 > 0 && td + 0 > 0) ? sprintf("%.2f", td / qd) : "none",
             (qu + 0 > 0 && tu + 0 > 0) ? sprintf("%.2f", tu / qu) : "none" }'
 done
-echo "@@BENCH done bad=$bad size=${size}MiB rounds=$rounds"
+echo "@@BENCH done bad=$bad size=${size}MiB rounds=$rounds boots=$boots"

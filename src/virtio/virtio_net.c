@@ -19,6 +19,8 @@
 
 #define RXQ 0
 #define TXQ 1
+#define CTRLQ 2
+#define NQUEUES 3
 #define HDR NET_VNET_HDR_LEN
 /* Work done per event before giving the event loop back to others. */
 #define RX_BURST 256
@@ -56,6 +58,7 @@ struct virtio_net {
 	int tx_more_fd;                 /* eventfd: continue a long transmit burst */
 	bool tx_more_on_loop;
 	unsigned offloads;              /* NET_OFF_* last given to the back end */
+	bool announce_pending;          /* state was loaded: announce on resume */
 	struct virtio_net_stats stats;
 	struct ratelog log_tx, log_rx, log_be;
 };
@@ -404,6 +407,97 @@ static void on_tx_more(void *opaque, uint32_t events)
 	pthread_mutex_unlock(&n->vdev.lock);
 }
 
+/* --- control queue (5.1.6.5): receive modes and MAC filters are accepted
+ * (every frame reaches the guest anyway), the MAC address can be set, and
+ * the guest acknowledges announcements --- */
+
+#define CTRL_RX              0
+#define CTRL_RX_NOBCAST      5
+#define CTRL_MAC             1
+#define CTRL_MAC_TABLE_SET   0
+#define CTRL_MAC_ADDR_SET    1
+#define CTRL_ANNOUNCE        3
+#define CTRL_ANNOUNCE_ACK    0
+#define CTRL_OK              0
+#define CTRL_ERR             1
+
+static uint8_t ctrl_one(struct virtio_net *n, const struct vq_chain *c)
+{
+	uint8_t h[2];
+	if (vq_chain_copy_from(c, 0, h, 2) != 2)
+		return CTRL_ERR;
+	uint32_t dlen = c->out_len - 2;
+	switch (h[0]) {
+	case CTRL_RX:
+		/* promiscuous, all-multicast, ...: one byte, on or off */
+		return h[1] <= CTRL_RX_NOBCAST && dlen == 1 ? CTRL_OK : CTRL_ERR;
+	case CTRL_MAC:
+		if (h[1] == CTRL_MAC_ADDR_SET && dlen == 6 &&
+		    has(n, VIRTIO_NET_F_CTRL_MAC_ADDR)) {
+			uint8_t mac[6];
+			vq_chain_copy_from(c, 2, mac, 6);
+			if (mac[0] & 1)
+				return CTRL_ERR;   /* not a unicast address */
+			memcpy(n->mac, mac, 6);
+			return CTRL_OK;
+		}
+		if (h[1] == CTRL_MAC_TABLE_SET) {
+			/* two tables: le32 count, then count MACs; check the sizes */
+			uint32_t off = 2, cnt;
+			for (int t = 0; t < 2; t++) {
+				if (vq_chain_copy_from(c, off, &cnt, 4) != 4)
+					return CTRL_ERR;
+				cnt = le32toh(cnt);
+				if (cnt > (c->out_len - off - 4) / 6)
+					return CTRL_ERR;
+				off += 4 + 6 * cnt;
+			}
+			return off == c->out_len ? CTRL_OK : CTRL_ERR;
+		}
+		return CTRL_ERR;
+	case CTRL_ANNOUNCE:
+		if (h[1] != CTRL_ANNOUNCE_ACK || !has(n, VIRTIO_NET_F_GUEST_ANNOUNCE))
+			return CTRL_ERR;
+		n->status &= (uint16_t)~VIRTIO_NET_S_ANNOUNCE;
+		return CTRL_OK;
+	}
+	return CTRL_ERR;
+}
+
+static void ctrl_process(struct virtio_net *n)
+{
+	struct virtqueue *vq = &n->vdev.vqs[CTRLQ];
+	bool pushed = false;
+	if (!driver_running(n) || !vq_is_ready(vq))
+		return;
+	while (vq_pop(vq, &n->chain) == 1) {
+		const struct vq_chain *c = &n->chain;
+		if (c->in_len < 1 || c->out_len < 2) {
+			vq_fail(vq, "control command at head %u: %u bytes of command and %u for the "
+				"status (needs at least 2 and 1)", c->head, c->out_len, c->in_len);
+			return;
+		}
+		uint8_t ack = ctrl_one(n, c);
+		/* the status byte is the last writable one */
+		vq_chain_copy_to(c, c->in_len - 1, &ack, 1);
+		vq_push(vq, c->head, 1);
+		pushed = true;
+	}
+	if (pushed)
+		virtio_dev_notify(&n->vdev, CTRLQ);
+}
+
+/* Ask the guest to announce itself (gratuitous ARP, unsolicited neighbour
+ * advertisements) after it moved: a restored snapshot, a migration. */
+static void announce(struct virtio_net *n)
+{
+	if (!(n->vdev.status & VIRTIO_STATUS_DRIVER_OK) || !has(n, VIRTIO_NET_F_GUEST_ANNOUNCE) ||
+	    !has(n, VIRTIO_NET_F_CTRL_VQ))
+		return;
+	n->status |= VIRTIO_NET_S_ANNOUNCE;
+	virtio_dev_config_changed(&n->vdev);
+}
+
 /* --- the virtio device --- */
 
 static void net_get_config(struct virtio_dev *vdev, uint32_t off, void *buf, uint32_t len)
@@ -424,6 +518,8 @@ static void net_queue_notify(struct virtio_dev *vdev, unsigned q)
 		rx_process(n);
 	else if (q == TXQ)
 		tx_process(n);
+	else if (q == CTRLQ)
+		ctrl_process(n);
 }
 
 static unsigned wanted_offloads(const struct virtio_net *n)
@@ -532,6 +628,11 @@ static void net_resume(struct device *d)
 	pthread_mutex_lock(&n->vdev.lock);
 	tx_process(n);
 	rx_process(n);
+	ctrl_process(n);
+	if (n->announce_pending) {
+		n->announce_pending = false;
+		announce(n);
+	}
 	pthread_mutex_unlock(&n->vdev.lock);
 }
 
@@ -549,6 +650,8 @@ static int net_load(struct device *d, const struct state_reader *r, struct terr 
 	n->rx_pending = 0;
 	rx_watch(n, false);
 	apply_offloads(n);
+	/* the guest now runs somewhere else: it announces itself at resume */
+	n->announce_pending = !ret;
 	if (!n->vp.paused) {
 		tx_process(n);
 		rx_process(n);
@@ -603,7 +706,9 @@ void virtio_net_get_stats(struct device *d, struct virtio_net_stats *out)
 static uint64_t features_for(const struct net_backend *be)
 {
 	uint64_t f = (1ull << VIRTIO_NET_F_MAC) | (1ull << VIRTIO_NET_F_STATUS) |
-		     (1ull << VIRTIO_NET_F_MRG_RXBUF);
+		     (1ull << VIRTIO_NET_F_MRG_RXBUF) | (1ull << VIRTIO_NET_F_CTRL_VQ) |
+		     (1ull << VIRTIO_NET_F_CTRL_RX) | (1ull << VIRTIO_NET_F_GUEST_ANNOUNCE) |
+		     (1ull << VIRTIO_NET_F_CTRL_MAC_ADDR);
 	if (!be->vnet_hdr || !(be->offloads & NET_OFF_CSUM))
 		return f;
 	f |= (1ull << VIRTIO_NET_F_CSUM) | (1ull << VIRTIO_NET_F_GUEST_CSUM);
@@ -655,7 +760,7 @@ int virtio_net_create(struct vm *vm, struct pci_bus *bus, const struct virtio_ne
 	n->tx_more_on_loop = true;
 	struct virtio_dev_params vp = {
 		.ops = &net_vdev_ops, .priv = n, .mem = &vm->mem, .id = n->dev.id,
-		.device_id = VIRTIO_ID_NET, .features = features_for(n->be), .nqueues = 2,
+		.device_id = VIRTIO_ID_NET, .features = features_for(n->be), .nqueues = NQUEUES,
 		.queue_size = VIRTIO_NET_QUEUE_SIZE, .config_size = VIRTIO_NET_CONFIG_SIZE,
 	};
 	if ((r = virtio_dev_init(&n->vdev, &vp, err))) {

@@ -1,7 +1,11 @@
-/* virtio-net (virtio 1.x, 5.1): one receive and one transmit queue, the
- * MAC address and link status in configuration space, mergeable receive
- * buffers, and checksum / segmentation offloads when the host back end takes
- * them (tap with vnet headers; the user-mode back end offers none). Frames go
+/* virtio-net (virtio 1.x, 5.1): one receive and one transmit queue and a
+ * control queue, the MAC address and link status in configuration space,
+ * mergeable receive buffers, and checksum / segmentation offloads when the
+ * host back end takes them (tap with vnet headers; the user-mode back end
+ * offers none). The control queue accepts receive modes and MAC filters
+ * (every frame reaches the guest anyway) and MAC address changes; after its
+ * state is loaded (restore, migration) the device asks the guest to
+ * announce itself (VIRTIO_NET_F_GUEST_ANNOUNCE) when it resumes. Frames go
  * to and come from a struct net_backend (src/net/net.h): transmit runs when
  * the driver kicks (ioeventfd, on the event loop), receive when the back end
  * is readable and the guest has posted buffers.
@@ -41,8 +45,13 @@ struct net_backend;
 #define VIRTIO_NET_F_HOST_UFO    14
 #define VIRTIO_NET_F_MRG_RXBUF   15
 #define VIRTIO_NET_F_STATUS      16
+#define VIRTIO_NET_F_CTRL_VQ     17
+#define VIRTIO_NET_F_CTRL_RX     18
+#define VIRTIO_NET_F_GUEST_ANNOUNCE 21
+#define VIRTIO_NET_F_CTRL_MAC_ADDR  23
 
 #define VIRTIO_NET_S_LINK_UP     1
+#define VIRTIO_NET_S_ANNOUNCE    2
 
 /* struct virtio_net_hdr_v1 fields */
 #define VIRTIO_NET_HDR_F_NEEDS_CSUM  1

@@ -9,7 +9,9 @@
  * order), offloads handed to the back end, hostile drivers (short headers,
  * oversize frames, offloads not negotiated, receive buffers smaller than a
  * header, buffers outside RAM), pause/resume, reset, save/load into a fresh
- * VM that carries on, and the default MAC. */
+ * VM that carries on, the default MAC, net.N from the configuration, and the
+ * control queue (receive modes, MAC filters and address, the announcement a
+ * load asks for at resume). */
 #include <errno.h>
 #include <linux/kvm.h>
 #include <setjmp.h>
@@ -39,7 +41,8 @@
 #define BUF 0x200000ull       /* buffers: 0x200000 + 0x1000 * n (4 KiB each) ... */
 #define BIG 0x400000ull       /* ... and a 128 KiB area for large frames */
 
-static const uint64_t QBASE[2] = { 0x100000, 0x110000 };   /* desc, +0x1000 avail, +0x2000 used */
+/* rx, tx, control: desc, +0x1000 avail, +0x2000 used */
+static const uint64_t QBASE[3] = { 0x100000, 0x110000, 0x120000 };
 
 /* --- the fake back end --- */
 
@@ -119,7 +122,7 @@ struct fixture {
 	struct pci_bus *bus;
 	struct pci_device *pd;
 	uint64_t bar;
-	uint16_t next_desc[2];   /* the driver's free descriptor cursor per queue */
+	uint16_t next_desc[3];   /* the driver's free descriptor cursor per queue */
 };
 
 static int make_vm(struct fixture *f, bool vnet_hdr, unsigned offloads, const uint8_t mac[6])
@@ -280,8 +283,8 @@ static void bring_up(struct fixture *f, uint64_t features)
 	wr(f, VIRTIO_PCI_COMMON_STATUS, 1, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
 	   VIRTIO_STATUS_FEATURES_OK);
 	assert_true(status(f) & VIRTIO_STATUS_FEATURES_OK);
-	assert_int_equal(rd(f, VIRTIO_PCI_COMMON_NUMQ, 2), 2);
-	for (unsigned q = 0; q < 2; q++) {
+	assert_int_equal(rd(f, VIRTIO_PCI_COMMON_NUMQ, 2), 3);
+	for (unsigned q = 0; q < 3; q++) {
 		wr(f, VIRTIO_PCI_COMMON_Q_SELECT, 2, q);
 		assert_int_equal(rd(f, VIRTIO_PCI_COMMON_Q_SIZE, 2), VIRTIO_NET_QUEUE_SIZE);
 		wr(f, VIRTIO_PCI_COMMON_Q_SIZE, 2, QS);
@@ -933,6 +936,91 @@ static void test_from_config(void **ctx)
 	config_free(cfg);
 }
 
+/* One control command: class, command, data; returns the ack byte. */
+static uint8_t ctrl(struct fixture *f, uint8_t cls, uint8_t cmd, const void *data, uint32_t len)
+{
+	uint8_t *p = ram(f, BUF + 0xa000);
+	p[0] = cls;
+	p[1] = cmd;
+	if (len)
+		memcpy(ram(f, BUF + 0xb000), data, len);
+	*ram(f, BUF + 0xc000) = 0xee;
+	struct seg s[3] = { { BUF + 0xa000, 2, false }, { BUF + 0xb000, len, false },
+			    { BUF + 0xc000, 1, true } };
+	uint16_t before = used_idx(f, 2);
+	add_chain(f, 2, s, 3);
+	kick(f, 2);
+	assert_int_equal(used_idx(f, 2), (uint16_t)(before + 1));
+	assert_int_equal(used_len(f, 2, before), 1);
+	return *ram(f, BUF + 0xc000);
+}
+
+static void test_ctrl_and_announce(void **ctx)
+{
+	struct fixture *f = *ctx;
+	struct terr err = { 0 };
+	enable_decoding(f);
+	uint64_t feat = offered(f);
+	static const unsigned want[] = { VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_CTRL_RX,
+					 VIRTIO_NET_F_GUEST_ANNOUNCE, VIRTIO_NET_F_CTRL_MAC_ADDR };
+	for (unsigned i = 0; i < 4; i++)
+		assert_true(feat & (1ull << want[i]));
+	bring_up(f, (1ull << VIRTIO_NET_F_MRG_RXBUF) | (1ull << VIRTIO_NET_F_CTRL_VQ) |
+		 (1ull << VIRTIO_NET_F_CTRL_RX) | (1ull << VIRTIO_NET_F_GUEST_ANNOUNCE) |
+		 (1ull << VIRTIO_NET_F_CTRL_MAC_ADDR));
+	uint8_t on = 1;
+	assert_int_equal(ctrl(f, 0, 0, &on, 1), 0);            /* promiscuous on */
+	assert_int_equal(ctrl(f, 0, 1, &on, 1), 0);            /* all-multicast on */
+	assert_int_equal(ctrl(f, 0, 9, &on, 1), 1);            /* no such command */
+	assert_int_equal(ctrl(f, 9, 0, &on, 1), 1);            /* no such class */
+	/* MAC filter tables: no unicast, one multicast */
+	uint8_t tables[4 + 4 + 6] = { 0, 0, 0, 0, 1, 0, 0, 0, 0x01, 0x00, 0x5e, 0, 0, 1 };
+	assert_int_equal(ctrl(f, 1, 0, tables, sizeof(tables)), 0);
+	tables[4] = 2;                                          /* claims two, holds one */
+	assert_int_equal(ctrl(f, 1, 0, tables, sizeof(tables)), 1);
+	/* a new MAC address, seen in the configuration */
+	static const uint8_t mac2[6] = { 0x52, 0x54, 0x00, 0x99, 0x88, 0x77 };
+	assert_int_equal(ctrl(f, 1, 1, mac2, 6), 0);
+	for (unsigned i = 0; i < 6; i++)
+		assert_int_equal(rd(f, VIRTIO_PCI_DEVICE_OFF + i, 1), mac2[i]);
+	static const uint8_t mcast[6] = { 0x01, 0x54, 0, 0, 0, 1 };
+	assert_int_equal(ctrl(f, 1, 1, mcast, 6), 1);
+	assert_int_equal(ctrl(f, 3, 0, NULL, 0), 0);           /* an ack nobody asked for */
+
+	/* save, load, resume: the guest is asked to announce itself */
+	vm_pause(&f->vm);
+	struct state_writer w;
+	sw_init(&w);
+	assert_int_equal(f->net->ops->save(f->net, &w), 0);
+	struct state_reader r;
+	assert_int_equal(sr_init(&r, w.buf, w.len, "net.0", &err), 0);
+	assert_int_equal(f->net->ops->load(f->net, &r, &err), 0);
+	sr_free(&r);
+	sw_free(&w);
+	rd(f, VIRTIO_PCI_ISR_OFF, 1);
+	uint8_t gen = (uint8_t)rd(f, VIRTIO_PCI_COMMON_CFGGENERATION, 1);
+	assert_int_equal(rd(f, VIRTIO_PCI_DEVICE_OFF + 6, 2), VIRTIO_NET_S_LINK_UP);
+	vm_resume(&f->vm);
+	assert_int_equal(rd(f, VIRTIO_PCI_DEVICE_OFF + 6, 2),
+			 VIRTIO_NET_S_LINK_UP | VIRTIO_NET_S_ANNOUNCE);
+	assert_int_equal(rd(f, VIRTIO_PCI_COMMON_CFGGENERATION, 1), (uint8_t)(gen + 1));
+	assert_int_equal(rd(f, VIRTIO_PCI_ISR_OFF, 1), VIRTIO_PCI_ISR_CONFIG);
+	/* the MAC the guest set survived */
+	assert_int_equal(rd(f, VIRTIO_PCI_DEVICE_OFF + 5, 1), mac2[5]);
+	assert_int_equal(ctrl(f, 3, 0, NULL, 0), 0);
+	assert_int_equal(rd(f, VIRTIO_PCI_DEVICE_OFF + 6, 2), VIRTIO_NET_S_LINK_UP);
+	/* a second resume does not announce again */
+	vm_pause(&f->vm);
+	vm_resume(&f->vm);
+	assert_int_equal(rd(f, VIRTIO_PCI_DEVICE_OFF + 6, 2), VIRTIO_NET_S_LINK_UP);
+
+	/* a command without room for its status: the queue breaks */
+	struct seg bad = { BUF + 0xa000, 3, false };
+	add_chain(f, 2, &bad, 1);
+	kick(f, 2);
+	assert_true(status(f) & VIRTIO_STATUS_NEEDS_RESET);
+}
+
 #define TP(fn) cmocka_unit_test_setup_teardown(fn, setup_plain, teardown)
 #define TV(fn) cmocka_unit_test_setup_teardown(fn, setup_vnet, teardown)
 
@@ -954,6 +1042,7 @@ int main(void)
 		TP(test_device_reset),
 		cmocka_unit_test(test_default_mac),
 		TP(test_from_config),
+		TP(test_ctrl_and_announce),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
