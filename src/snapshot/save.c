@@ -3,12 +3,14 @@
 #include "core/vcpu.h"
 #include "snapshot/snapfile.h"
 #include "snapshot/sections.h"
+#include "util/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <libgen.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,59 +145,186 @@ static int write_run(int fd, const uint8_t *p, uint64_t len, uint64_t off, struc
 	return 0;
 }
 
-/* Writes the non-zero pages of guest RAM at ram_offset of fd. For our own
- * memfd, never-touched extents are skipped without reading them. */
-static int write_ram(struct machine *m, int fd, uint64_t ram_offset, snapshot_progress_fn progress,
-		     void *opaque, uint64_t *data_bytes, struct terr *err)
+/* Guest RAM goes out in chunks, taken in turn by the saving thread and a
+ * helper (the vCPUs are paused, so two cores copy into the page cache in
+ * parallel). A third thread asks the kernel to write each finished chunk
+ * back (sync_file_range, which may block on the disk queue, so not in the
+ * copying threads): the disk works while later chunks are copied, and the
+ * final fsync has little left to do. */
+#define RAM_CHUNK    (32u << 20)
+#define RAM_MAX_RUN  (8u << 20)
+#define RAM_THREADS  2
+
+struct ram_writer {
+	struct machine *m;
+	int fd;
+	uint64_t ram_offset, size;
+	_Atomic uint64_t next;        /* start of the next chunk to take */
+	_Atomic uint64_t done;        /* RAM bytes finished */
+	_Atomic uint64_t data;        /* bytes written */
+	_Atomic bool failed;
+	pthread_mutex_t lock;
+	struct terr err;              /* the first error */
+	/* write-back queue: chunk starts, under lock */
+	pthread_cond_t flush_cond;
+	uint64_t *flush_q;
+	size_t flush_head, flush_tail;
+	bool flush_end;
+};
+
+static int ram_fail(struct ram_writer *w, const struct terr *e)
 {
-	const struct guest_mem *mem = &m->vm.mem;
-	const uint64_t size = mem->size, max_run = 8u << 20;
-	uint64_t pos = 0, last_report = 0;
+	pthread_mutex_lock(&w->lock);
+	if (!w->err.code)
+		w->err = *e;
+	pthread_mutex_unlock(&w->lock);
+	w->failed = true;
+	return e->code;
+}
+
+/* The non-zero pages of [start, end) of RAM. For our own memfd, extents
+ * never touched are skipped without reading them. */
+static int write_chunk(struct ram_writer *w, uint64_t start, uint64_t end, struct terr *err)
+{
+	const struct guest_mem *mem = &w->m->vm.mem;
+	const uint64_t page = SNAP_PAGE_SIZE;
+	uint64_t pos = start;
 	int r;
 
-	*data_bytes = 0;
-	while (pos < size) {
-		uint64_t ext_end = size;
+	while (pos < end) {
+		uint64_t ext_end = end;
 		if (mem->memfd) {
 			off_t d = lseek(mem->fd, (off_t)pos, SEEK_DATA);
 			if (d < 0 && errno == ENXIO)
 				break;
 			if (d >= 0) {
-				pos = (uint64_t)d & ~(uint64_t)(SNAP_PAGE_SIZE - 1);
+				if ((uint64_t)d >= end)
+					break;
+				pos = (uint64_t)d & ~(page - 1);
 				off_t h = lseek(mem->fd, d, SEEK_HOLE);
-				if (h > 0 && (uint64_t)h < size)
-					ext_end = ((uint64_t)h + SNAP_PAGE_SIZE - 1) & ~(uint64_t)(SNAP_PAGE_SIZE - 1);
+				if (h > 0 && (uint64_t)h < end)
+					ext_end = ((uint64_t)h + page - 1) & ~(page - 1);
 			}
 		}
 		uint64_t run = 0, run_start = pos;
-		for (; pos < ext_end; pos += SNAP_PAGE_SIZE) {
-			if (page_is_zero(mem->base + pos) || run == max_run) {
-				if (run && (r = write_run(fd, mem->base + run_start, run, ram_offset + run_start, err)))
+		for (; pos < ext_end; pos += page) {
+			bool zero = page_is_zero(mem->base + pos);
+			if (zero || run == RAM_MAX_RUN) {
+				if (run && (r = write_run(w->fd, mem->base + run_start, run,
+							  w->ram_offset + run_start, err)))
 					return r;
-				*data_bytes += run;
+				w->data += run;
 				run = 0;
-				if (page_is_zero(mem->base + pos))
+				if (zero)
 					continue;
 			}
 			if (!run)
 				run_start = pos;
-			run += SNAP_PAGE_SIZE;
+			run += page;
 		}
-		if (run && (r = write_run(fd, mem->base + run_start, run, ram_offset + run_start, err)))
+		if (run && (r = write_run(w->fd, mem->base + run_start, run, w->ram_offset + run_start, err)))
 			return r;
-		*data_bytes += run;
-		if (pos - last_report >= (64u << 20)) {
-			if (progress)
-				progress(opaque, pos, size);
-			last_report = pos;
+		w->data += run;
+		pos = ext_end;
+	}
+	/* hand the chunk to the write-back thread */
+	pthread_mutex_lock(&w->lock);
+	if (w->flush_q) {
+		w->flush_q[w->flush_tail++] = start;
+		pthread_cond_signal(&w->flush_cond);
+	}
+	pthread_mutex_unlock(&w->lock);
+	return 0;
+}
+
+/* Starts the write-back of each finished chunk (a hint: errors show at fsync). */
+static void *ram_flusher(void *arg)
+{
+	struct ram_writer *w = arg;
+	pthread_mutex_lock(&w->lock);
+	for (;;) {
+		while (w->flush_head == w->flush_tail && !w->flush_end)
+			pthread_cond_wait(&w->flush_cond, &w->lock);
+		if (w->flush_head == w->flush_tail)
+			break;
+		uint64_t start = w->flush_q[w->flush_head++];
+		pthread_mutex_unlock(&w->lock);
+		uint64_t len = w->size - start < RAM_CHUNK ? w->size - start : RAM_CHUNK;
+		sync_file_range(w->fd, (off_t)(w->ram_offset + start), (off_t)len, SYNC_FILE_RANGE_WRITE);
+		pthread_mutex_lock(&w->lock);
+	}
+	pthread_mutex_unlock(&w->lock);
+	return NULL;
+}
+
+/* Takes chunks until none is left; the saving thread (progress != NULL)
+ * also reports progress and watches for the VM ending. */
+static int ram_work(struct ram_writer *w, snapshot_progress_fn progress, void *opaque)
+{
+	struct terr err = { 0 };
+	while (!w->failed) {
+		uint64_t start = atomic_fetch_add(&w->next, RAM_CHUNK);
+		if (start >= w->size)
+			break;
+		uint64_t end = w->size - start < RAM_CHUNK ? w->size : start + RAM_CHUNK;
+		if (write_chunk(w, start, end, &err))
+			return ram_fail(w, &err);
+		uint64_t done = atomic_fetch_add(&w->done, end - start) + (end - start);
+		if (progress) {
+			progress(opaque, done < w->size ? done : w->size - 1, w->size);
 			/* tern is ending under us (quit, signal): give up, the
 			 * temporary file goes */
-			if (vm_exiting(&m->vm))
-				return terr_set(err, ESHUTDOWN, "snapshot: the VM is shutting down");
+			if (vm_exiting(&w->m->vm)) {
+				terr_set(&err, ESHUTDOWN, "snapshot: the VM is shutting down");
+				return ram_fail(w, &err);
+			}
 		}
 	}
+	return 0;
+}
+
+static void *ram_helper(void *arg)
+{
+	ram_work(arg, NULL, NULL);
+	return NULL;
+}
+
+/* Writes the non-zero pages of guest RAM at ram_offset of fd. */
+static int write_ram(struct machine *m, int fd, uint64_t ram_offset, snapshot_progress_fn progress,
+		     void *opaque, uint64_t *data_bytes, struct terr *err)
+{
+	struct ram_writer w = { .m = m, .fd = fd, .ram_offset = ram_offset, .size = m->vm.mem.size };
+	pthread_t helpers[RAM_THREADS - 1], flusher;
+	unsigned nhelpers = 0;
+	bool flushing = false;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+	pthread_mutex_init(&w.lock, NULL);
+	pthread_cond_init(&w.flush_cond, NULL);
+	if (w.size > RAM_CHUNK) {
+		w.flush_q = calloc(w.size / RAM_CHUNK + 1, sizeof(*w.flush_q));
+		flushing = w.flush_q && pthread_create(&flusher, NULL, ram_flusher, &w) == 0;
+		for (unsigned i = 0; i < RAM_THREADS - 1 && (long)i + 1 < cpus; i++)
+			if (pthread_create(&helpers[nhelpers], NULL, ram_helper, &w) == 0)
+				nhelpers++;
+	}
+	ram_work(&w, progress, opaque);
+	for (unsigned i = 0; i < nhelpers; i++)
+		pthread_join(helpers[i], NULL);
+	pthread_mutex_lock(&w.lock);
+	w.flush_end = true;
+	pthread_cond_signal(&w.flush_cond);
+	pthread_mutex_unlock(&w.lock);
+	if (flushing)
+		pthread_join(flusher, NULL);
+	free(w.flush_q);
+	pthread_cond_destroy(&w.flush_cond);
+	pthread_mutex_destroy(&w.lock);
+	*data_bytes = w.data;
+	if (w.failed)
+		return terr_set(err, -w.err.code, "%s", w.err.msg);
 	if (progress)
-		progress(opaque, size, size);
+		progress(opaque, w.size, w.size);
 	return 0;
 }
 
@@ -229,9 +358,11 @@ int snapshot_save(struct machine *m, const char *path, snapshot_progress_fn prog
 	if (r)
 		goto out;
 	uint64_t data = 0;
+	double t_state = now_ms();
 	r = write_ram(m, fd, s.ram_offset, progress, opaque, &data, err);
 	if (r)
 		goto out;
+	double t_ram = now_ms();
 	/* zero pages at the end are holes too, but the file has its full size */
 	if (ftruncate(fd, (off_t)(s.ram_offset + s.ram_length)) < 0 || fsync(fd) < 0) {
 		r = terr_set(err, errno, "snapshot: finishing %s: %s", tmp, strerror(errno));
@@ -251,6 +382,8 @@ int snapshot_save(struct machine *m, const char *path, snapshot_progress_fn prog
 		fsync(dfd);
 		close(dfd);
 	}
+	log_debug("snapshot", "%s: state %.1f ms, RAM %.1f ms, fsync and rename %.1f ms", path,
+		  t_state - t_paused, t_ram - t_state, now_ms() - t_ram);
 	if (stats) {
 		stats->ram_bytes = m->vm.mem.size;
 		stats->data_bytes = data;
