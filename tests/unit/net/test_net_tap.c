@@ -8,6 +8,7 @@
  *     the interface comes to recv() with a 12-byte header. */
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <linux/if_packet.h>
 #include <linux/if_tun.h>
 #include <net/ethernet.h>
