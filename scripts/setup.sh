@@ -10,6 +10,7 @@ packages=(
 	build-essential meson ninja-build pkg-config clang
 	# libraries (design.md: each chosen for its field)
 	liburing-dev zlib1g-dev libzstd-dev libxxhash-dev libjansson-dev
+	liblz4-dev liblzma-dev
 	libslirp-dev libseccomp-dev libcmocka-dev
 	# oracles, anchors and the nested harness
 	qemu-system-x86 qemu-utils busybox-static cpio acpica-tools

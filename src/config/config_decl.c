@@ -34,6 +34,7 @@ static bool check_serial(const char *v)
 }
 
 static const char *const on_reboot_values[] = { "exit", "restart", NULL };
+static const char *const unpack_values[] = { "host", "guest", NULL };
 static const char *const disk_formats[] = { "raw", "qcow2", "vmdk", "vdi", "vhd", NULL };
 static const char *const net_backends[] = { "user", "tap", NULL };
 static const char *const disk_engines[] = { "auto", "io_uring", "threads", NULL };
@@ -48,6 +49,8 @@ static const struct config_decl decls[] = {
 	{ "kernel", CONFIG_PATH, NULL, "guest kernel: PVH ELF (vmlinux, test guests) or bzImage" },
 	{ "initrd", CONFIG_PATH, NULL, "initial ramdisk loaded next to the kernel" },
 	{ "cmdline", CONFIG_STRING, "console=ttyS0", "kernel command line" },
+	{ "boot.unpack", CONFIG_ENUM, "host", "who unpacks a compressed bzImage: host (tern unpacks gzip, xz, zstd and lz4 kernels and enters them directly, placed at random as the kernel's KASLR would) or guest (the kernel's own decompressor)",
+	  .values = unpack_values },
 	{ "console.path", CONFIG_PATH, "stdio", "COM1 output: stdio, or a file (write ./stdio for a file of that name)" },
 	{ "console.input", CONFIG_BOOL, "true", "read COM1 input from stdin when console.path is stdio" },
 	{ "test_exit.enable", CONFIG_BOOL, "false", "enable the test-exit port 0x501 through which a guest ends the VM with a status" },

@@ -153,11 +153,14 @@ static int setup_platform(struct machine *m, const struct acpi_config *acfg, str
 static int load_kernel(struct machine *m, const struct acpi_config *acfg, struct terr *err)
 {
 	const char *kernel, *initrd, *cmdline;
+	unsigned unpack;
 	int r = config_get_path(m->cfg, "kernel", &kernel, err);
 	if (!r)
 		r = config_get_path(m->cfg, "initrd", &initrd, err);
 	if (!r)
 		r = config_get_str(m->cfg, "cmdline", &cmdline, err);
+	if (!r)
+		r = config_get_enum(m->cfg, "boot.unpack", &unpack, err);
 	if (r)
 		return r;
 	if (!kernel)
@@ -176,7 +179,9 @@ static int load_kernel(struct machine *m, const struct acpi_config *acfg, struct
 	if (elf_pvh_file_is_elf(kernel))
 		r = pvh_boot_load(&m->vm.mem, kernel, initrd, cmdline, rsdp, &entry, err);
 	else
-		r = bzimage_boot_load(&m->vm.mem, kernel, initrd, cmdline, rsdp, &entry, err);
+		r = bzimage_boot_load(&m->vm.mem, kernel, initrd, cmdline, rsdp,
+				      &(struct bzimage_opts){ .host_unpack = unpack == 0 },
+				      &entry, err);
 	if (r)
 		return r;
 

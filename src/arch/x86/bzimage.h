@@ -6,6 +6,7 @@
 #ifndef TERN_ARCH_X86_BZIMAGE_H
 #define TERN_ARCH_X86_BZIMAGE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,11 +45,14 @@
 #define HDR_RELOCATABLE     0x234   /* u8 */
 #define HDR_XLOADFLAGS      0x236   /* u16 */
 #define HDR_CMDLINE_SIZE    0x238   /* u32 */
+#define HDR_PAYLOAD_OFFSET  0x248   /* u32, from the end of the setup code */
+#define HDR_PAYLOAD_LENGTH  0x24c   /* u32 */
 #define HDR_PREF_ADDRESS    0x258   /* u64 */
 #define HDR_INIT_SIZE       0x260   /* u32 */
 #define HDR_MIN_FILE        0x264   /* a file must hold the header up to here */
 
 #define LOADFLAG_LOADED_HIGH 0x01
+#define LOADFLAG_KASLR       0x02   /* set by whoever randomized the kernel */
 #define XLF_KERNEL_64        0x01
 
 /* What the header said, and where the kernel went. */
@@ -79,11 +83,24 @@ int bzimage_zero_page_finish(const struct guest_mem *m, const struct bzimage_inf
 			     const char *cmdline, uint64_t initrd_gpa, uint64_t initrd_size,
 			     uint64_t rsdp, struct terr *err);
 
-/* The whole Linux boot: load kernel, then initrd (if not NULL; as high as
- * possible below min(initrd_addr_max, top of low RAM), above the kernel),
- * finish the zero page and describe the 64-bit entry for boot_regs_setup(). */
+struct bzimage_opts {
+	/* Unpack a gzip, xz, zstd or lz4 kernel on the host (kernel_unpack.h)
+	 * and enter vmlinux's 64-bit entry point with RSI = zero page, as the
+	 * kernel's decompressor would, placing it as the decompressor's KASLR
+	 * would (random 2 MiB-aligned physical address and virtual offset,
+	 * relocations applied, KASLR_FLAG set; nokaslr on the command line
+	 * keeps the linked addresses). Otherwise, and for other codecs, the
+	 * compressed kernel is entered at load address + 0x200. */
+	bool host_unpack;
+};
+
+/* The whole Linux boot: load the kernel and the initrd (if not NULL; as high
+ * as possible below min(initrd_addr_max, top of low RAM), above the kernel
+ * or, unpacked on the host, with the kernel below it), finish the zero page
+ * and describe the 64-bit entry for boot_regs_setup(). opts NULL: host
+ * unpacking on. */
 int bzimage_boot_load(const struct guest_mem *m, const char *kernel, const char *initrd,
-		      const char *cmdline, uint64_t rsdp, struct boot_entry *out,
-		      struct terr *err);
+		      const char *cmdline, uint64_t rsdp, const struct bzimage_opts *opts,
+		      struct boot_entry *out, struct terr *err);
 
 #endif

@@ -2,6 +2,7 @@
 #include "core/kvm.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,19 @@
 #define APIC_MODE_EXTINT 0x7
 #define APIC_MODE_NMI    0x4
 
+#define CPUID_1_ECX_TSC_DEADLINE (1u << 24)
+
+/* Features the in-kernel irqchip emulates but KVM_GET_SUPPORTED_CPUID does
+ * not list (QEMU adds them the same way): the LAPIC's TSC-deadline mode,
+ * which spares Linux calibrating the LAPIC timer against the PM timer. */
+static void add_emulated_features(struct kvm_sys *kvm, struct kvm_cpuid2 *c)
+{
+	bool deadline = ioctl(kvm->fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0;
+	for (unsigned i = 0; i < c->nent; i++)
+		if (c->entries[i].function == 1 && deadline)
+			c->entries[i].ecx |= CPUID_1_ECX_TSC_DEADLINE;
+}
+
 struct kvm_cpuid2 *x86_supported_cpuid(struct kvm_sys *kvm, struct terr *err)
 {
 	for (unsigned n = 128; n <= 4096; n *= 2) {
@@ -36,8 +50,10 @@ struct kvm_cpuid2 *x86_supported_cpuid(struct kvm_sys *kvm, struct terr *err)
 			return NULL;
 		}
 		c->nent = n;
-		if (ioctl(kvm->fd, KVM_GET_SUPPORTED_CPUID, c) == 0)
+		if (ioctl(kvm->fd, KVM_GET_SUPPORTED_CPUID, c) == 0) {
+			add_emulated_features(kvm, c);
 			return c;
+		}
 		int e = errno;
 		free(c);
 		if (e != E2BIG) {

@@ -4,9 +4,11 @@
 #include <glob.h>
 #include <stdarg.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <zlib.h>
 #include <cmocka.h>
 
 #include "arch/x86/bzimage.h"
@@ -209,7 +211,7 @@ static void test_boot(void **state)
 		rd[i] = (uint8_t)(i ^ (i >> 8));
 	const char *k = tu_file("bzImage", img, n);
 	const char *i = tu_file("initrd", rd, sizeof(rd));
-	assert_int_equal(bzimage_boot_load(&mem, k, i, "console=ttyS0 root=/dev/vda", 0xe0000,
+	assert_int_equal(bzimage_boot_load(&mem, k, i, "console=ttyS0 root=/dev/vda", 0xe0000, NULL,
 					   &e, &err), 0);
 	assert_int_equal(e.kind, BOOT_ENTRY_LINUX64);
 	assert_int_equal(e.entry, MIB(16) + 0x200);
@@ -235,7 +237,7 @@ static void test_boot(void **state)
 	/* without initrd_addr_max in the way, the initrd goes to the top of RAM */
 	make();
 	k = tu_file("bzImage2", img, n);
-	assert_int_equal(bzimage_boot_load(&mem, k, i, NULL, 0, &e, &err), 0);
+	assert_int_equal(bzimage_boot_load(&mem, k, i, NULL, 0, NULL, &e, &err), 0);
 	assert_int_equal(z32(HDR_RAMDISK_IMAGE) + z32(HDR_RAMDISK_SIZE) > RAM - 4096, 1);
 	assert_int_equal(z64(BP_ACPI_RSDP_ADDR), 0);
 }
@@ -252,12 +254,12 @@ static void test_cmdline_too_long(void **state)
 	const char *k = tu_file("bzImage3", img, n);
 	memset(line, 'x', 256);
 	line[256] = '\0';
-	assert_int_equal(bzimage_boot_load(&mem, k, NULL, line, 0, &e, &err), -E2BIG);
+	assert_int_equal(bzimage_boot_load(&mem, k, NULL, line, 0, NULL, &e, &err), -E2BIG);
 	assert_string_equal(err.msg, "cmdline: 256 bytes is longer than the 255 the kernel "
 			    "accepts");
 	line[255] = '\0';
 	terr_clear(&err);
-	assert_int_equal(bzimage_boot_load(&mem, k, NULL, line, 0, &e, &err), 0);
+	assert_int_equal(bzimage_boot_load(&mem, k, NULL, line, 0, NULL, &e, &err), 0);
 }
 
 static void test_initrd_too_big(void **state)
@@ -273,10 +275,147 @@ static void test_initrd_too_big(void **state)
 	w32(HDR_INITRD_ADDR_MAX, MIB(28) - 1);
 	const char *k = tu_file("bzImage4", img, n);
 	const char *i = tu_file("big.img", rd, sizeof(rd));
-	assert_int_equal(bzimage_boot_load(&mem, k, i, "", 0, &e, &err), -ENOMEM);
+	assert_int_equal(bzimage_boot_load(&mem, k, i, "", 0, NULL, &e, &err), -ENOMEM);
 	snprintf(want, sizeof(want), "initrd %s (9 MiB) does not fit below 0x1c00000 (free "
 		 "RAM for it: 0x1400000 - 0x1c00000)", i);
 	assert_string_equal(err.msg, want);
+}
+
+/* ---- host unpacking ---- */
+
+#define VBASE 0xffffffff81000000ULL   /* where a kernel linked at 16 MiB runs */
+static uint8_t elf[0x4000];
+static uint8_t big[SETUP + 0x10000];
+
+static void put(uint8_t *p, size_t o, uint64_t v, unsigned n) { memcpy(p + o, &v, n); }
+
+/* A vmlinux as the payload holds it: an ELF with a text segment at 16 MiB
+ * and a data+bss segment at 18 MiB, then a relocation table for one 64-bit,
+ * one inverse 32-bit and one 32-bit place; gzip-compressed into a bzImage.
+ * Returns the bzImage's length (in big). */
+static size_t make_packed(bool corrupt)
+{
+	memset(elf, 0, sizeof(elf));
+	memcpy(elf, "\177ELF\2\1\1", 7);
+	put(elf, 16, 2, 2);                 /* ET_EXEC */
+	put(elf, 18, 62, 2);                /* EM_X86_64 */
+	put(elf, 24, MIB(16) + 0x100, 8);   /* e_entry, physical */
+	put(elf, 32, 64, 8);                /* e_phoff */
+	put(elf, 54, 56, 2);
+	put(elf, 56, 2, 2);
+	uint8_t *ph = elf + 64;
+	put(ph, 0, 1, 4); put(ph, 8, 0x1000, 8); put(ph, 16, VBASE, 8); put(ph, 24, MIB(16), 8);
+	put(ph, 32, 0x2000, 8); put(ph, 40, 0x2000, 8);
+	ph += 56;
+	put(ph, 0, 1, 4); put(ph, 8, 0x3000, 8); put(ph, 16, VBASE + MIB(2), 8);
+	put(ph, 24, MIB(18), 8); put(ph, 32, 0x1000, 8); put(ph, 40, 0x3000, 8);
+	for (size_t i = 0x1000; i < 0x4000; i++)
+		elf[i] = (uint8_t)(i * 7);
+	put(elf, 0x1010, VBASE + 0x40, 8);  /* 64-bit pointer */
+	put(elf, 0x1020, 0x81000080, 4);    /* 32-bit sign-extended pointer */
+	put(elf, 0x1030, 0x1000, 4);        /* PC-relative to a per-CPU symbol */
+	uint32_t relocs[] = { 0, 0x81000010, 0, 0x81000030, 0, 0x81000020 };
+	static uint8_t raw[sizeof(elf) + sizeof(relocs)];
+	memcpy(raw, elf, sizeof(elf));
+	memcpy(raw + sizeof(elf), relocs, sizeof(relocs));
+
+	size_t n = make();
+	(void)n;
+	memset(big, 0, sizeof(big));
+	memcpy(big, img, SETUP);
+	z_stream z;
+	memset(&z, 0, sizeof(z));
+	assert_int_equal(deflateInit2(&z, 9, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY), Z_OK);
+	z.next_in = raw;
+	z.avail_in = sizeof(raw);
+	z.next_out = big + SETUP + 0x100;
+	z.avail_out = sizeof(big) - SETUP - 0x100;
+	assert_int_equal(deflate(&z, Z_FINISH), Z_STREAM_END);
+	size_t plen = z.total_out;
+	deflateEnd(&z);
+	if (corrupt)
+		memset(big + SETUP + 0x100 + plen / 2, 0x55, 16);
+	size_t ksize = (0x100 + plen + 15) & ~(size_t)15;
+	memcpy(big + HDR_SYSSIZE, &(uint32_t){ (uint32_t)(ksize / 16) }, 4);
+	memcpy(big + HDR_PAYLOAD_OFFSET, &(uint32_t){ 0x100 }, 4);
+	memcpy(big + HDR_PAYLOAD_LENGTH, &(uint32_t){ (uint32_t)plen }, 4);
+	memcpy(big + HDR_INIT_SIZE, &(uint32_t){ (uint32_t)MIB(8) }, 4);
+	return SETUP + ksize;
+}
+
+static void test_host_unpack_nokaslr(void **state)
+{
+	(void)state;
+	struct boot_entry e;
+	struct terr err = { 0 };
+	const char *k = tu_file("packed", big, make_packed(false));
+
+	memset(mem.base + MIB(16), 0xee, MIB(8));
+	assert_int_equal(bzimage_boot_load(&mem, k, NULL, "console=ttyS0 nokaslr", 0, NULL, &e,
+					   &err), 0);
+	assert_int_equal(e.kind, BOOT_ENTRY_LINUX64);
+	assert_int_equal(e.entry, MIB(16) + 0x100);
+	assert_memory_equal(mem.base + MIB(16), elf + 0x1000, 0x2000);   /* as linked */
+	assert_memory_equal(mem.base + MIB(18), elf + 0x3000, 0x1000);
+	for (size_t i = 0x1000; i < 0x3000; i++)   /* bss cleared */
+		assert_int_equal(mem.base[MIB(18) + i], 0);
+	assert_int_equal(z8(HDR_LOADFLAGS) & LOADFLAG_KASLR, 0);
+	assert_int_equal(z16(HDR_VERSION), 0x020f);
+
+	/* boot.unpack=guest: the compressed kernel at 16 MiB, entered at +0x200 */
+	struct bzimage_opts guest = { .host_unpack = false };
+	assert_int_equal(bzimage_boot_load(&mem, k, NULL, "", 0, &guest, &e, &err), 0);
+	assert_int_equal(e.entry, MIB(16) + 0x200);
+	assert_memory_equal(mem.base + MIB(16), big + SETUP, 0x100);
+}
+
+static void test_host_unpack_kaslr(void **state)
+{
+	(void)state;
+	struct boot_entry e;
+	struct terr err = { 0 };
+	static uint8_t rd[MIB(1)];
+	const char *k = tu_file("packed2", big, make_packed(false));
+	const char *i = tu_file("rd", rd, sizeof(rd));
+	bool moved = false, shifted = false;
+
+	for (int run = 0; run < 8; run++) {
+		assert_int_equal(bzimage_boot_load(&mem, k, i, "console=ttyS0", 0, NULL, &e, &err), 0);
+		uint64_t phys = e.entry - 0x100;
+		assert_int_equal(phys % MIB(2), 0);
+		assert_true(phys >= MIB(16));
+		assert_true(phys + MIB(4) <= z32(HDR_RAMDISK_IMAGE));   /* below the initrd */
+		moved |= phys != MIB(16);
+		const uint8_t *t = mem.base + phys;
+		uint64_t p64, delta;
+		uint32_t p32, inv;
+		memcpy(&p64, t + 0x10, 8);
+		memcpy(&p32, t + 0x20, 4);
+		memcpy(&inv, t + 0x30, 4);
+		delta = p64 - (VBASE + 0x40);
+		assert_int_equal(delta % MIB(2), 0);
+		assert_true(delta < MIB(512));
+		assert_int_equal(p32, (uint32_t)(0x81000080 + delta));
+		assert_int_equal(inv, (uint32_t)(0x1000 - delta));
+		shifted |= delta != 0;
+		/* everything else as linked */
+		assert_memory_equal(t, elf + 0x1000, 0x10);
+		assert_memory_equal(t + 0x40, elf + 0x1040, 0x2000 - 0x40);
+		assert_int_equal(z8(HDR_LOADFLAGS) & LOADFLAG_KASLR, LOADFLAG_KASLR);
+	}
+	assert_true(moved);
+	assert_true(shifted);
+}
+
+static void test_host_unpack_corrupt(void **state)
+{
+	(void)state;
+	struct boot_entry e;
+	struct terr err = { 0 };
+	const char *k = tu_file("corrupt", big, make_packed(true));
+
+	assert_true(bzimage_boot_load(&mem, k, NULL, "", 0, NULL, &e, &err) < 0);
+	assert_non_null(strstr(err.msg, "corrupt"));
 }
 
 static void test_real_kernel(void **state)
@@ -297,11 +436,17 @@ static void test_real_kernel(void **state)
 	}
 	if (!path)
 		skip();
-	int r = bzimage_boot_load(&mem, path, NULL, "console=ttyS0", 0xe0000, &e, &err);
+	struct bzimage_opts guest = { .host_unpack = false };
+	int r = bzimage_boot_load(&mem, path, NULL, "console=ttyS0", 0xe0000, &guest, &e, &err);
 	if (r < 0)
 		fail_msg("%s", err.msg);
 	assert_int_equal(e.entry % 0x200000, 0x200);
 	assert_true(z16(HDR_VERSION) >= 0x020c);
+	/* unpacked here (if this build knows its codec): vmlinux's entry */
+	r = bzimage_boot_load(&mem, path, NULL, "console=ttyS0", 0xe0000, NULL, &e, &err);
+	if (r < 0)
+		fail_msg("%s", err.msg);
+	assert_true(e.entry % 0x200000 == 0 || e.entry % 0x200000 == 0x200);
 	globfree(&g);
 }
 
@@ -317,6 +462,9 @@ int main(void)
 		cmocka_unit_test(test_boot),
 		cmocka_unit_test(test_cmdline_too_long),
 		cmocka_unit_test(test_initrd_too_big),
+		cmocka_unit_test(test_host_unpack_nokaslr),
+		cmocka_unit_test(test_host_unpack_kaslr),
+		cmocka_unit_test(test_host_unpack_corrupt),
 		cmocka_unit_test(test_real_kernel),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
