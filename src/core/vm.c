@@ -207,7 +207,9 @@ void vm_destroy(struct vm *vm)
 		vm_request_exit(vm, VM_EXIT_QUIT, 0);
 		vm_wait(vm);
 	}
-	evloop_destroy(&vm->loop);
+	/* the loop thread is stopped (vm_wait); devices unregister their fds
+	 * from the loop as they go, so the loop is torn down after them */
+	evloop_stop(&vm->loop);
 	while (vm->devices) {
 		struct device *d = vm->devices;
 		vm->devices = d->next;
@@ -215,6 +217,7 @@ void vm_destroy(struct vm *vm)
 			d->ops->destroy(d);
 	}
 	vm->devices_tail = &vm->devices;
+	evloop_destroy(&vm->loop);
 	for (unsigned i = 0; i < vm->nvcpus; i++)
 		vcpu_destroy(&vm->vcpus[i]);
 	free(vm->vcpus);
