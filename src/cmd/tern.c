@@ -182,17 +182,29 @@ int main(int argc, char **argv)
 		return 0;
 	}
 
+	/* on_reboot=restart: a guest reset rebuilds the machine from its
+	 * configuration and boots it again, as a cold start would */
+	unsigned on_reboot = 0;
 	struct machine m;
-	r = machine_build(&m, cfg, NULL, &err);
-	if (r) {
-		fprintf(stderr, "tern: %s\n", err.msg);
-		config_free(cfg);
-		return TERN_EXIT_SETUP_ERROR;
+	int status;
+	for (;;) {
+		r = machine_build(&m, cfg, NULL, &err);
+		if (!r)
+			r = config_get_enum(cfg, "on_reboot", &on_reboot, &err);
+		if (r) {
+			fprintf(stderr, "tern: %s\n", err.msg);
+			config_free(cfg);
+			return TERN_EXIT_SETUP_ERROR;
+		}
+		status = machine_run(&m, false, &err);
+		if (err.code)
+			fprintf(stderr, "tern: %s\n", err.msg);
+		bool again = m.vm.exit_reason == VM_EXIT_RESET && on_reboot == 1 && !err.code;
+		machine_destroy(&m);
+		if (!again)
+			break;
+		fprintf(stderr, "tern: the guest rebooted; on_reboot=restart boots it again\n");
 	}
-	int status = machine_run(&m, false, &err);
-	if (err.code)
-		fprintf(stderr, "tern: %s\n", err.msg);
-	machine_destroy(&m);
 	config_free(cfg);
 	return status;
 }

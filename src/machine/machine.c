@@ -313,7 +313,7 @@ int machine_run(struct machine *m, bool paused, struct terr *err)
 	if (r)
 		return TERN_EXIT_HOST_ERROR;
 	if (m->vm.exit_reason == VM_EXIT_RESET)
-		log_info("machine", "the guest asked for a reset; on_reboot=exit ends the VM");
+		log_info("machine", "the guest asked for a reset");
 	return status;
 }
 
