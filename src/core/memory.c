@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/sysinfo.h>
@@ -71,6 +72,9 @@ fail:
 
 void guest_mem_destroy(struct guest_mem *m)
 {
+	free(m->host_dirty);
+	m->host_dirty = NULL;
+	m->host_dirty_on = false;
 	if (m->base)
 		munmap(m->base, m->size);
 	if (m->fd >= 0)
@@ -142,6 +146,26 @@ static int fill_from_file(struct guest_mem *m, uint64_t size, const struct guest
 	return 0;
 }
 
+/* --- migration (src/migration): RAM a receiver fills --- */
+static int create_anon(struct guest_mem *m, uint64_t size, struct terr *err)
+{
+	memset(m, 0, sizeof(*m));
+	m->fd = -1;
+	if (size < MIB(2) || size % 4096)
+		return terr_set(err, EINVAL, "memory.size: %llu bytes is not a usable RAM size "
+				"(at least 2M, a multiple of 4K)", (unsigned long long)size);
+	void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+		       -1, 0);
+	if (p == MAP_FAILED)
+		return terr_set(err, errno, "memory.size: cannot map %llu MiB of guest RAM: %s",
+				(unsigned long long)(size >> 20), strerror(errno));
+	madvise(p, size, MADV_HUGEPAGE);
+	m->base = p;
+	guest_mem_layout(m, size);
+	return 0;
+}
+/* --- end migration --- */
+
 int guest_mem_create_from(struct guest_mem *m, uint64_t size, const struct guest_mem_source *src,
 			  struct terr *err)
 {
@@ -149,6 +173,8 @@ int guest_mem_create_from(struct guest_mem *m, uint64_t size, const struct guest
 
 	if (!src)
 		return guest_mem_create(m, size, err);
+	if (src->anon)
+		return create_anon(m, size, err);
 	if (src->eager) {
 		r = guest_mem_create(m, size, err);
 		if (!r && (r = fill_from_file(m, size, src, err)))
@@ -175,3 +201,39 @@ int guest_mem_create_from(struct guest_mem *m, uint64_t size, const struct guest
 	guest_mem_layout(m, size);
 	return 0;
 }
+
+/* --- dirty tracking of tern's own writes (src/migration) --- */
+void guest_mem_note_write(const struct guest_mem *m, const void *hva, size_t len)
+{
+	if (!__atomic_load_n(&m->host_dirty_on, __ATOMIC_ACQUIRE) || !len)
+		return;
+	const uint8_t *p = hva;
+	if (p < m->base || p - m->base >= (ptrdiff_t)m->size || len > m->size - (uint64_t)(p - m->base))
+		return;
+	uint64_t first = (uint64_t)(p - m->base) / 4096, last = ((uint64_t)(p - m->base) + len - 1) / 4096;
+	for (uint64_t pg = first; pg <= last; pg++)
+		__atomic_fetch_or(&m->host_dirty[pg / 64], 1ull << (pg % 64), __ATOMIC_RELEASE);
+}
+
+int guest_mem_track_host_writes(struct guest_mem *m, bool on)
+{
+	if (on && !m->host_dirty) {
+		m->host_dirty = calloc((m->size / 4096 + 63) / 64, sizeof(uint64_t));
+		if (!m->host_dirty)
+			return -ENOMEM;
+	}
+	if (on)
+		memset(m->host_dirty, 0, (m->size / 4096 + 63) / 64 * sizeof(uint64_t));
+	__atomic_store_n(&m->host_dirty_on, on, __ATOMIC_SEQ_CST);
+	return 0;
+}
+
+void guest_mem_take_host_writes(struct guest_mem *m, uint64_t first, uint64_t *out, size_t nwords)
+{
+	if (!m->host_dirty)
+		return;
+	uint64_t words = (m->size / 4096 + 63) / 64;
+	for (size_t i = 0; i < nwords && first / 64 + i < words; i++)
+		out[i] |= __atomic_exchange_n(&m->host_dirty[first / 64 + i], 0, __ATOMIC_ACQ_REL);
+}
+/* --- end dirty tracking --- */

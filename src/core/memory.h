@@ -28,6 +28,11 @@ struct guest_mem {
 	uint64_t size;         /* total RAM bytes */
 	unsigned nregions;
 	struct guest_region regions[GUEST_MEM_MAX_REGIONS];
+	/* --- dirty tracking of tern's own writes (src/migration) --- */
+	uint64_t *host_dirty;  /* one bit per page; allocated by the first
+	                          tracking, freed with the memory */
+	bool host_dirty_on;    /* atomic: guest_mem_note_write records */
+	/* --- end dirty tracking --- */
 };
 
 /* Lay out `size` bytes of RAM (low RAM up to the PCI hole, the rest at 4 GiB),
@@ -41,6 +46,12 @@ struct guest_mem_source {
 	int fd;
 	uint64_t offset;
 	bool eager;   /* read everything into a fresh memfd now */
+	/* --- migration (src/migration) --- */
+	bool anon;    /* fd unused: fresh private anonymous RAM with transparent
+	                 huge pages, which a migration receiver fills (faulting
+	                 2 MiB at a time is several times faster than a memfd's
+	                 4 KiB pages on hosts without shmem huge pages) */
+	/* --- end migration --- */
 };
 
 /* Lazy: map the file privately, pages fault in from it on first touch and
@@ -60,5 +71,19 @@ void *guest_mem_ptr(const struct guest_mem *m, uint64_t gpa, uint64_t len);
 /* Copy to/from guest RAM; -EFAULT if the range is not entirely RAM. */
 int guest_mem_write(const struct guest_mem *m, uint64_t gpa, const void *src, uint64_t len);
 int guest_mem_read(const struct guest_mem *m, uint64_t gpa, void *dst, uint64_t len);
+
+/* --- dirty tracking of tern's own writes (src/migration) ---
+ * KVM's dirty log sees the guest's writes only. Code that writes guest RAM
+ * from the host (a device filling a receive buffer, a used ring) calls this
+ * AFTER the write, so that a migration in progress sends the page again.
+ * One atomic load when no migration runs. */
+void guest_mem_note_write(const struct guest_mem *m, const void *hva, size_t len);
+/* Start (allocating the bitmap) or stop recording; a migration only. */
+int guest_mem_track_host_writes(struct guest_mem *m, bool on);
+/* Move the recorded bits of pages [first, first + 64 * nwords) of RAM (by
+ * offset in the backing, first a multiple of 64) into out (OR), clearing
+ * them. */
+void guest_mem_take_host_writes(struct guest_mem *m, uint64_t first, uint64_t *out, size_t nwords);
+/* --- end dirty tracking --- */
 
 #endif

@@ -16,6 +16,7 @@ static int vm_set_memory(struct vm *vm, struct terr *err)
 		const struct guest_region *g = &vm->mem.regions[i];
 		struct kvm_userspace_memory_region mr = {
 			.slot = i,
+			.flags = vm->dirty_logging ? KVM_MEM_LOG_DIRTY_PAGES : 0,
 			.guest_phys_addr = g->gpa,
 			.memory_size = g->size,
 			.userspace_addr = (uintptr_t)g->hva,
@@ -257,3 +258,64 @@ int vm_irq_line(struct vm *vm, unsigned gsi, int level)
 		return -errno;
 	return 0;
 }
+
+/* --- dirty page tracking (src/migration) --- */
+int vm_dirty_log_start(struct vm *vm, bool *all_dirty, struct terr *err)
+{
+	*all_dirty = false;
+	if (vm->dirty_logging)
+		return terr_set(err, EBUSY, "dirty page tracking is already on");
+	int caps = ioctl(vm->fd, KVM_CHECK_EXTENSION, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
+	vm->dirty_manual = false;
+	if (caps > 0) {
+		struct kvm_enable_cap cap = { .cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 };
+		cap.args[0] = KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE |
+			      ((unsigned)caps & KVM_DIRTY_LOG_INITIALLY_SET);
+		if (ioctl(vm->fd, KVM_ENABLE_CAP, &cap) == 0) {
+			vm->dirty_manual = true;
+			*all_dirty = (unsigned)caps & KVM_DIRTY_LOG_INITIALLY_SET;
+		}
+	}
+	if (guest_mem_track_host_writes(&vm->mem, true))
+		return terr_set(err, ENOMEM, "out of memory for the dirty page log");
+	vm->dirty_logging = true;
+	int r = vm_set_memory(vm, err);
+	if (r) {
+		vm_dirty_log_stop(vm);
+		terr_prefix(err, "starting dirty page tracking: ");
+	}
+	return r;
+}
+
+void vm_dirty_log_stop(struct vm *vm)
+{
+	struct terr err = { 0 };
+	guest_mem_track_host_writes(&vm->mem, false);
+	if (!vm->dirty_logging)
+		return;
+	vm->dirty_logging = false;
+	if (vm_set_memory(vm, &err))
+		log_warn("vm", "stopping dirty page tracking: %s", err.msg);
+}
+
+int vm_dirty_log_get(struct vm *vm, unsigned slot, uint64_t *bitmap, struct terr *err)
+{
+	struct kvm_dirty_log dl = { .slot = slot, .dirty_bitmap = bitmap };
+	if (ioctl(vm->fd, KVM_GET_DIRTY_LOG, &dl) < 0)
+		return terr_set(err, errno, "KVM_GET_DIRTY_LOG (slot %u): %s", slot, strerror(errno));
+	return 0;
+}
+
+int vm_dirty_log_clear(struct vm *vm, unsigned slot, uint64_t first, uint64_t n,
+		       const uint64_t *bits, struct terr *err)
+{
+	if (!vm->dirty_manual || !n)
+		return 0;
+	struct kvm_clear_dirty_log cl = { .slot = slot, .num_pages = (uint32_t)n,
+					  .first_page = first, .dirty_bitmap = (void *)bits };
+	if (ioctl(vm->fd, KVM_CLEAR_DIRTY_LOG, &cl) < 0)
+		return terr_set(err, errno, "KVM_CLEAR_DIRTY_LOG (slot %u, pages %llu+%llu): %s", slot,
+				(unsigned long long)first, (unsigned long long)n, strerror(errno));
+	return 0;
+}
+/* --- end dirty page tracking --- */

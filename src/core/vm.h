@@ -54,6 +54,10 @@ struct vm {
 	bool exit_req;
 	enum vm_exit_reason exit_reason;
 	int exit_status;
+	/* --- dirty page tracking (src/migration) --- */
+	bool dirty_logging;           /* KVM_MEM_LOG_DIRTY_PAGES on every RAM slot */
+	bool dirty_manual;            /* bits stay set until vm_dirty_log_clear */
+	/* --- end dirty page tracking --- */
 };
 
 /* Create the KVM VM with in-kernel irqchip and PIT, `mem_size` bytes of RAM
@@ -80,5 +84,25 @@ void vm_add_device(struct vm *vm, struct device *d);
 struct device *vm_find_device(struct vm *vm, const char *id);
 /* Raise or lower an interrupt line (ISA IRQ / GSI) of the in-kernel irqchip. */
 int vm_irq_line(struct vm *vm, unsigned gsi, int level);
+
+/* --- dirty page tracking (src/migration) ---
+ * KVM's dirty log on every RAM slot (slot i = mem.regions[i]), plus the log
+ * of tern's own writes (guest_mem_note_write). Where KVM has
+ * KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, fetching the log does not clear it:
+ * the caller clears (and so write-protects again) the pages it is about to
+ * send, a chunk at a time, and *all_dirty says whether every page starts
+ * dirty (KVM_DIRTY_LOG_INITIALLY_SET: nothing is write-protected up front).
+ * Without it, fetching clears and clearing does nothing. */
+int vm_dirty_log_start(struct vm *vm, bool *all_dirty, struct terr *err);
+void vm_dirty_log_stop(struct vm *vm);
+/* Slot `slot`'s dirty bitmap: bit i of word i/64 is page i of the region;
+ * (region pages + 63) / 64 words. */
+int vm_dirty_log_get(struct vm *vm, unsigned slot, uint64_t *bitmap, struct terr *err);
+/* Clear the pages of [first, first + n) of the slot whose bits are set in
+ * `bits` (bit 0 = page first) and write-protect them again. first is a
+ * multiple of 64, and so is n unless the range ends at the end of the slot. */
+int vm_dirty_log_clear(struct vm *vm, unsigned slot, uint64_t first, uint64_t n,
+		       const uint64_t *bits, struct terr *err);
+/* --- end dirty page tracking --- */
 
 #endif
