@@ -4,6 +4,7 @@
 #include "core/vm.h"
 #include "machine/machine.h"
 #include "snapshot/snapshot.h"
+#include "migration/migration.h"
 
 #include <getopt.h>
 #include <stdbool.h>
@@ -17,6 +18,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: tern [-k FILE] [-o NAME=VALUE]... [options]\n"
 		"       tern restore SNAPSHOT [-o NAME=VALUE]... [--paused]\n"
+		"       tern receive --listen tcp:HOST:PORT|unix:PATH [-o NAME=VALUE]...\n"
 		"\n"
 		"Runs one virtual machine. Settings come from -k files (one NAME=VALUE per\n"
 		"line) and -o options, applied in command-line order; later ones win.\n"
@@ -97,6 +99,60 @@ static int cmd_restore(int argc, char **argv)
 	return status;
 }
 
+/* --- migration (src/migration) --- */
+/* tern receive --listen ADDR [-o NAME=VALUE]... */
+static int cmd_receive(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "listen", required_argument, NULL, 'l' },
+		{ "set", required_argument, NULL, 'o' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	char **overrides = calloc((size_t)argc + 1, sizeof(char *));
+	const char *listen = NULL;
+	int noverrides = 0, c;
+
+	if (!overrides) {
+		fprintf(stderr, "tern: out of memory\n");
+		return TERN_EXIT_SETUP_ERROR;
+	}
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "l:o:h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'l':
+			listen = optarg;
+			break;
+		case 'o':
+			overrides[noverrides++] = optarg;
+			break;
+		case 'h':
+			printf("usage: tern receive --listen tcp:HOST:PORT|unix:PATH [-o NAME=VALUE]...\n"
+			       "Waits for one migration (ternctl migrate on the source), builds the VM from\n"
+			       "the configuration the source sends, with the -o settings applied over it\n"
+			       "(console.path, control.path, disk paths: whatever differs on this host),\n"
+			       "receives its RAM and state, then runs it. Port 0 picks a free port; the\n"
+			       "address listened on is printed on stderr. Exit status: the guest's, as for\n"
+			       "tern; 1 when the migration did not complete (nothing was started).\n");
+			free(overrides);
+			return 0;
+		default:
+			free(overrides);
+			return TERN_EXIT_SETUP_ERROR;
+		}
+	}
+	if (!listen || optind != argc) {
+		fprintf(stderr, "tern receive: give --listen tcp:HOST:PORT or unix:PATH, and no other "
+			"argument (tern receive --help)\n");
+		free(overrides);
+		return TERN_EXIT_SETUP_ERROR;
+	}
+	int status = migration_receive(listen, overrides, noverrides);
+	free(overrides);
+	return status;
+}
+/* --- end migration --- */
+
 int main(int argc, char **argv)
 {
 	enum { OPT_HELP_CONFIG = 256, OPT_DUMP_CONFIG };
@@ -115,6 +171,8 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && !strcmp(argv[1], "restore"))
 		return cmd_restore(argc - 1, argv + 1);
+	if (argc > 1 && !strcmp(argv[1], "receive"))
+		return cmd_receive(argc - 1, argv + 1);
 
 	struct config *cfg = config_new();
 	if (!cfg) {

@@ -784,6 +784,166 @@ static int cmd_raw(struct ctl *ctl, int argc, char **argv)
 	return raw_one(ctl, argv[0]);
 }
 
+/* ---- migration (src/migration, docs/migration-protocol.md) ---------- */
+
+static void print_ms(const char *label, json_t *v)
+{
+	if (json_is_number(v))
+		printf("%s%.1f ms\n", label, json_number_value(v));
+}
+
+static void print_bytes(const char *label, json_t *v)
+{
+	char b[32];
+	if (json_is_integer(v)) {
+		human_size(b, sizeof(b), (uint64_t)json_integer_value(v));
+		printf("%s%s\n", label, b);
+	}
+}
+
+static void print_rate(const char *label, json_t *v)
+{
+	char b[32];
+	if (json_is_integer(v) && json_integer_value(v) > 0) {
+		human_size(b, sizeof(b), (uint64_t)json_integer_value(v));
+		printf("%s%s/s\n", label, b);
+	}
+}
+
+static void print_migration(json_t *o)
+{
+	const char *state = json_string_value(json_object_get(o, "state"));
+	printf("state:              %s\n", state ?: "?");
+	if (!state || !strcmp(state, "none"))
+		return;
+	printf("destination:        %s (%s)\n", json_string_value(json_object_get(o, "dest")) ?: "?",
+	       json_string_value(json_object_get(o, "mode")) ?: "?");
+	print_ms("elapsed:            ", json_object_get(o, "elapsed_ms"));
+	printf("round:              %lld\n", (long long)json_integer_value(json_object_get(o, "round")));
+	print_bytes("bytes sent:         ", json_object_get(o, "bytes_sent"));
+	print_bytes("remaining:          ", json_object_get(o, "remaining_bytes"));
+	print_rate("dirty rate:         ", json_object_get(o, "dirty_rate"));
+	print_rate("bandwidth:          ", json_object_get(o, "bandwidth"));
+	print_ms("expected downtime:  ", json_object_get(o, "expected_downtime_ms"));
+	json_t *t = json_object_get(o, "throttle_pct");
+	if (json_integer_value(t))
+		printf("throttle:           %lld%%\n", (long long)json_integer_value(t));
+	if (json_object_get(o, "downtime_ms")) {
+		print_ms("total time:         ", json_object_get(o, "total_ms"));
+		print_ms("downtime:           ", json_object_get(o, "downtime_ms"));
+		printf("rounds:             %lld\n", (long long)json_integer_value(json_object_get(o, "rounds")));
+	}
+	const char *e = json_string_value(json_object_get(o, "error"));
+	if (e)
+		printf("error:              %s\n", e);
+}
+
+static int migrate_start(struct ctl *ctl, const struct command *c, int argc, char **argv)
+{
+	const char *dest = NULL, *mode = NULL, *bw = NULL;
+	long down = -1, tmo = -1;
+	bool compress = false, exit_after = false;
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i];
+		const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+		bool takes = !strcmp(a, "--mode") || !strcmp(a, "--max-bandwidth") ||
+			     !strcmp(a, "--downtime-limit") || !strcmp(a, "--timeout");
+		if (takes && !v) {
+			fprintf(stderr, "ternctl: migrate: %s needs a value\n", a);
+			return EXIT_USAGE;
+		}
+		char *end;
+		if (!strcmp(a, "--mode")) {
+			mode = v;
+		} else if (!strcmp(a, "--max-bandwidth")) {
+			bw = v;
+		} else if (!strcmp(a, "--downtime-limit") || !strcmp(a, "--timeout")) {
+			long n = strtol(v, &end, 10);
+			if (*end || end == v || n < 0) {
+				fprintf(stderr, "ternctl: migrate: %s: \"%s\" is not a whole number\n", a, v);
+				return EXIT_USAGE;
+			}
+			*(a[2] == 'd' ? &down : &tmo) = n;
+		} else if (!strcmp(a, "--compress")) {
+			compress = true;
+		} else if (!strcmp(a, "--exit")) {
+			exit_after = true;
+		} else if (a[0] == '-' || dest) {
+			fprintf(stderr, "ternctl: migrate: unexpected argument \"%s\"\n", a);
+			command_usage(c, stderr);
+			return EXIT_USAGE;
+		} else {
+			dest = a;
+		}
+		if (takes)
+			i++;
+	}
+	if (!dest) {
+		fprintf(stderr, "ternctl: migrate: where to? (tcp:HOST:PORT or unix:PATH)\n");
+		command_usage(c, stderr);
+		return EXIT_USAGE;
+	}
+	json_t *args = json_pack("{s:s, s:b, s:b}", "dest", dest, "compress", compress, "exit", exit_after);
+	if (mode)
+		json_object_set_new(args, "mode", json_string(mode));
+	if (bw)
+		json_object_set_new(args, "max_bandwidth", json_string(bw));
+	if (down >= 0)
+		json_object_set_new(args, "downtime_limit_ms", json_integer(down));
+	if (tmo >= 0)
+		json_object_set_new(args, "timeout_s", json_integer(tmo));
+	struct progress pg = { .tty = isatty(STDERR_FILENO), .last_pct = -1, .op = "migrate" };
+	json_t *res;
+	int r = call(ctl, "migrate", args, &res, &pg);
+	if (r)
+		return r;
+	if (ctl->json) {
+		print_json(res);
+	} else {
+		char b[32];
+		human_size(b, sizeof(b), (uint64_t)json_integer_value(json_object_get(res, "bytes_sent")));
+		printf("migrated to %s (%s): %.1f ms, downtime %.2f ms, %lld round(s), %s sent\n",
+		       json_string_value(json_object_get(res, "dest")) ?: dest,
+		       json_string_value(json_object_get(res, "mode")) ?: "?",
+		       json_number_value(json_object_get(res, "total_ms")),
+		       json_number_value(json_object_get(res, "downtime_ms")),
+		       (long long)json_integer_value(json_object_get(res, "rounds")), b);
+	}
+	json_decref(res);
+	return 0;
+}
+
+static int cmd_migrate(struct ctl *ctl, int argc, char **argv)
+{
+	const struct command *c = find_command("migrate");
+	argc = common_args(ctl, c, argc, argv);
+	if (argc < 0)
+		return 0;
+	if (argc < 1) {
+		fprintf(stderr, "ternctl: migrate: where to? (tcp:HOST:PORT, unix:PATH, status or cancel)\n");
+		command_usage(c, stderr);
+		return EXIT_USAGE;
+	}
+	if (!strcmp(argv[0], "status") || !strcmp(argv[0], "cancel")) {
+		int r = want_args(c, argc, 1, 1);
+		if (r)
+			return r;
+		bool status = !strcmp(argv[0], "status");
+		json_t *res;
+		r = call(ctl, status ? "migrate-status" : "migrate-cancel", NULL, &res, NULL);
+		if (r)
+			return r;
+		if (ctl->json)
+			print_json(res);
+		else if (status)
+			print_migration(res);
+		json_decref(res);
+		return 0;
+	}
+	return migrate_start(ctl, c, argc, argv);
+}
+/* ---- end migration ---------------------------------------------------- */
+
 static int cmd_help(struct ctl *ctl, int argc, char **argv);
 
 static const struct command commands[] = {
@@ -806,6 +966,23 @@ static const struct command commands[] = {
 	  "              whole as one object. Exit status 1 when the file is damaged (what is\n"
 	  "              readable is still shown) or not a snapshot.",
 	  cmd_snapshot },
+	/* --- migration --- */
+	{ "migrate", "DEST [--mode warm|live] [--max-bandwidth RATE] [--downtime-limit MS] "
+	  "[--timeout S] [--compress] [--exit] | status | cancel",
+	  "move the VM to a tern receive, with a progress bar",
+	  "DEST       tcp:HOST:PORT or unix:PATH of a \"tern receive --listen\" on the other side.\n"
+	  "           --mode live (default): RAM is copied while the guest runs, in rounds, until\n"
+	  "           the rest fits in --downtime-limit MS (default 100); a guest that dirties memory\n"
+	  "           faster than the link drains it is slowed down. --mode warm: paused throughout.\n"
+	  "           --max-bandwidth RATE caps bytes/s over any second (100M = 100 MiB/s; default\n"
+	  "           unlimited); --timeout S gives up after S seconds (default never); --compress\n"
+	  "           sends RAM zstd-compressed. On success the VM here stays paused and cannot be\n"
+	  "           resumed (with --exit tern ends); on failure it runs on as before.\n"
+	  "status     state, elapsed time, bytes sent and remaining, dirty rate, round, expected\n"
+	  "           downtime; the final figures (total time, measured downtime) after the end.\n"
+	  "cancel     stop the migration in progress; the VM runs on here.",
+	  cmd_migrate },
+	/* --- end migration --- */
 	{ "config", "", "the configuration the VM was started with",
 	  "name=value lines, as tern --dump-config prints them; --json gives an object.", cmd_config },
 	{ "commands", "", "the commands this VM accepts (including ones ternctl has no verb for)",

@@ -19,6 +19,7 @@
 #include "util/log.h"
 #include "control/control.h"
 #include "snapshot/snapshot_cmds.h"
+#include "migration/migration.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -299,6 +300,9 @@ int machine_build(struct machine *m, struct config *cfg, const struct machine_re
 	r = snapshot_cmds_register(m, err);
 	if (r)
 		goto fail;
+	r = migration_cmds_register(m, err);
+	if (r)
+		goto fail;
 	/* --- end control socket --- */
 	return 0;
 fail:
@@ -326,6 +330,7 @@ void machine_destroy(struct machine *m)
 		vm_wait(&m->vm);
 	}
 	snapshot_cmds_stop(m);   /* joins a save in progress */
+	migration_cmds_stop(m);  /* joins a migration in progress */
 	control_server_destroy(m->control);
 	m->control = NULL;
 	/* --- end control socket --- */

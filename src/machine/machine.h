@@ -16,6 +16,7 @@
 
 struct control_server;
 struct snapshot_cmds;
+struct migration_cmds;
 
 /* How machine_build gets the guest going: a fresh boot loads the kernel;
  * a restore takes RAM from a snapshot and leaves registers and device state
@@ -41,6 +42,7 @@ struct machine {
 	/* --- control socket (src/control) --- */
 	struct control_server *control;   /* NULL when the configuration asks for none */
 	struct snapshot_cmds *snapshot_cmds;  /* snapshot-save (src/snapshot/snapshot_cmds.c) */
+	struct migration_cmds *migration_cmds; /* migrate* (src/migration/cmds.c) */
 	/* --- end control socket --- */
 };
 
