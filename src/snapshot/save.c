@@ -147,10 +147,9 @@ static int write_run(int fd, const uint8_t *p, uint64_t len, uint64_t off, struc
 
 /* Guest RAM goes out in chunks, taken in turn by the saving thread and a
  * helper (the vCPUs are paused, so two cores copy into the page cache in
- * parallel). A third thread asks the kernel to write each finished chunk
- * back (sync_file_range, which may block on the disk queue, so not in the
- * copying threads): the disk works while later chunks are copied, and the
- * final fsync has little left to do. */
+ * parallel); one fsync at the end makes it durable. (Starting write-back of
+ * each finished chunk early with sync_file_range from a third thread was
+ * measured slower on the development host: bench/RESULTS.md.) */
 #define RAM_CHUNK    (32u << 20)
 #define RAM_MAX_RUN  (8u << 20)
 #define RAM_THREADS  2
@@ -165,11 +164,6 @@ struct ram_writer {
 	_Atomic bool failed;
 	pthread_mutex_t lock;
 	struct terr err;              /* the first error */
-	/* write-back queue: chunk starts, under lock */
-	pthread_cond_t flush_cond;
-	uint64_t *flush_q;
-	size_t flush_head, flush_tail;
-	bool flush_end;
 };
 
 static int ram_fail(struct ram_writer *w, const struct terr *e)
@@ -227,34 +221,7 @@ static int write_chunk(struct ram_writer *w, uint64_t start, uint64_t end, struc
 		w->data += run;
 		pos = ext_end;
 	}
-	/* hand the chunk to the write-back thread */
-	pthread_mutex_lock(&w->lock);
-	if (w->flush_q) {
-		w->flush_q[w->flush_tail++] = start;
-		pthread_cond_signal(&w->flush_cond);
-	}
-	pthread_mutex_unlock(&w->lock);
 	return 0;
-}
-
-/* Starts the write-back of each finished chunk (a hint: errors show at fsync). */
-static void *ram_flusher(void *arg)
-{
-	struct ram_writer *w = arg;
-	pthread_mutex_lock(&w->lock);
-	for (;;) {
-		while (w->flush_head == w->flush_tail && !w->flush_end)
-			pthread_cond_wait(&w->flush_cond, &w->lock);
-		if (w->flush_head == w->flush_tail)
-			break;
-		uint64_t start = w->flush_q[w->flush_head++];
-		pthread_mutex_unlock(&w->lock);
-		uint64_t len = w->size - start < RAM_CHUNK ? w->size - start : RAM_CHUNK;
-		sync_file_range(w->fd, (off_t)(w->ram_offset + start), (off_t)len, SYNC_FILE_RANGE_WRITE);
-		pthread_mutex_lock(&w->lock);
-	}
-	pthread_mutex_unlock(&w->lock);
-	return NULL;
 }
 
 /* Takes chunks until none is left; the saving thread (progress != NULL)
@@ -294,31 +261,17 @@ static int write_ram(struct machine *m, int fd, uint64_t ram_offset, snapshot_pr
 		     void *opaque, uint64_t *data_bytes, struct terr *err)
 {
 	struct ram_writer w = { .m = m, .fd = fd, .ram_offset = ram_offset, .size = m->vm.mem.size };
-	pthread_t helpers[RAM_THREADS - 1], flusher;
+	pthread_t helpers[RAM_THREADS - 1];
 	unsigned nhelpers = 0;
-	bool flushing = false;
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
 
 	pthread_mutex_init(&w.lock, NULL);
-	pthread_cond_init(&w.flush_cond, NULL);
-	if (w.size > RAM_CHUNK) {
-		w.flush_q = calloc(w.size / RAM_CHUNK + 1, sizeof(*w.flush_q));
-		flushing = w.flush_q && pthread_create(&flusher, NULL, ram_flusher, &w) == 0;
-		for (unsigned i = 0; i < RAM_THREADS - 1 && (long)i + 1 < cpus; i++)
-			if (pthread_create(&helpers[nhelpers], NULL, ram_helper, &w) == 0)
-				nhelpers++;
-	}
+	for (unsigned i = 0; i < RAM_THREADS - 1 && (long)i + 1 < cpus && w.size > RAM_CHUNK; i++)
+		if (pthread_create(&helpers[nhelpers], NULL, ram_helper, &w) == 0)
+			nhelpers++;
 	ram_work(&w, progress, opaque);
 	for (unsigned i = 0; i < nhelpers; i++)
 		pthread_join(helpers[i], NULL);
-	pthread_mutex_lock(&w.lock);
-	w.flush_end = true;
-	pthread_cond_signal(&w.flush_cond);
-	pthread_mutex_unlock(&w.lock);
-	if (flushing)
-		pthread_join(flusher, NULL);
-	free(w.flush_q);
-	pthread_cond_destroy(&w.flush_cond);
 	pthread_mutex_destroy(&w.lock);
 	*data_bytes = w.data;
 	if (w.failed)
