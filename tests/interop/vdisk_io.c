@@ -5,6 +5,9 @@
  *     d:OFF:LEN        discard              c:OFF:SEED  compressed cluster write
  *     f                flush
  *     R:N:SEED         N random writes/zeroes (≤ 256 KiB each)
+ *     S:NAME           create an internal snapshot    A:NAME  apply   D:NAME  delete
+ *     V:NAME:FILE      create a snapshot whose VM state is FILE's content
+ *     X:NAME:FILE      write a snapshot's VM state to FILE
  *   vdisk_io crash FMT IMG LOG SLOT   random writes to distinct slots of SLOT
  *     bytes forever; after each flush append the flushed slots to LOG.
  *   vdisk_io verify FMT IMG LOG SLOT  every slot in LOG must read back.
@@ -109,6 +112,53 @@ static int verify(const char *fmt, const char *img, const char *log, uint64_t sl
 	return bad;
 }
 
+static void snap_op(struct vdisk *d, char k, const char *name, const char *file)
+{
+	int r = 0;
+	if (k == 'S') {
+		r = vdisk_snapshot_create(d, name, NULL, 0);
+	} else if (k == 'A') {
+		r = vdisk_snapshot_apply(d, name);
+	} else if (k == 'D') {
+		r = vdisk_snapshot_delete(d, name);
+	} else if (k == 'V') {
+		FILE *f = fopen(file, "rb");
+		if (!f)
+			die(NULL, file);
+		fseek(f, 0, SEEK_END);
+		long n = ftell(f);
+		fseek(f, 0, SEEK_SET);
+		uint8_t *b = malloc((size_t)n + 1);
+		if (fread(b, 1, (size_t)n, f) != (size_t)n)
+			die(NULL, file);
+		fclose(f);
+		r = vdisk_snapshot_create(d, name, b, (uint64_t)n);
+		free(b);
+	} else if (k == 'X') {
+		struct vdisk_snapshot *l;
+		unsigned n;
+		if (vdisk_snapshot_list(d, &l, &n) < 0)
+			die(d, "snapshot list");
+		uint64_t len = UINT64_MAX;
+		for (unsigned j = 0; j < n; j++)
+			if (!strcmp(l[j].name, name) || !strcmp(l[j].id, name))
+				len = l[j].vm_state_size;
+		free(l);
+		if (len == UINT64_MAX)
+			die(NULL, "no such snapshot");
+		uint8_t *b = malloc(len + 1);
+		if (vdisk_snapshot_read_vmstate(d, name, b, len, 0) < 0)
+			die(d, "read vmstate");
+		FILE *f = fopen(file, "wb");
+		if (!f || fwrite(b, 1, len, f) != len)
+			die(NULL, file);
+		fclose(f);
+		free(b);
+	}
+	if (r < 0)
+		die(d, "snapshot");
+}
+
 int main(int argc, char **argv)
 {
 	if (argc >= 6 && !strcmp(argv[1], "crash"))
@@ -130,6 +180,15 @@ int main(int argc, char **argv)
 	for (int i = 3; i < argc; i++) {
 		unsigned long long a = 0, b = 0, c = 0;
 		char k = argv[i][0];
+		if (strchr("SADVX", k) && argv[i][1] == ':') {
+			char name[256], file[4096] = "";
+			if (sscanf(argv[i] + 2, "%255[^:]:%4095s", name, file) < 1) {
+				fprintf(stderr, "vdisk_io: bad op '%s'\n", argv[i]);
+				return 2;
+			}
+			snap_op(d, k, name, file);
+			continue;
+		}
 		sscanf(argv[i] + 1, ":%lli:%lli:%lli", &a, &b, &c);
 		if (k == 'w') {
 			fill(buf, b, c);

@@ -143,5 +143,78 @@ printf '\x00\x00' | dd of=t.qcow2 bs=1 seek=$((0x20000 + 2*4)) conv=notrunc 2>/d
 run qemu-img check t.qcow2 && ok || bad "qemu-img check after -r all"
 "$TI" check -f raw mix.raw >/dev/null 2>&1; rc=$?; [ $rc = 63 ] && ok || bad "raw check exit: $rc"
 
+echo "== 3. internal snapshots, both ways"
+# hex dump of `qemu-io read -b -v` back to bytes
+qvm() {   # img len out   (qemu-io wants whole sectors)
+	qemu-io -c "read -b -v 0 $(( ($2 + 511) / 512 * 512 ))" "$1" | python3 -c 'import sys
+out=bytearray()
+for l in sys.stdin:
+  if len(l) > 10 and l[8:10] == ": ":
+    out += bytes.fromhex(l[10:58].replace(" ", ""))
+sys.stdout.buffer.write(out[:int(sys.argv[1])])' "$2" > "$3"; }
+for opts in "cluster_size=64k" "cluster_size=4k,refcount_bits=4" "compat=0.10" "extended_l2=on,cluster_size=32k" "cluster_size=512,refcount_bits=64"; do
+	rm -f s.qcow2 s.qcow2.ref
+	qemu-img create -q -f qcow2 -o "$opts" s.qcow2 8M; truncate -s 8M s.qcow2.ref
+	head -c 300000 /dev/urandom > vm1.bin
+	# tern: data, snapshot (with VM state), more data, snapshot, more data
+	run "$VIO" qcow2 s.qcow2 R:40:1 V:one:vm1.bin R:40:2 S:two R:30:3 f || { bad "tern snapshots $opts"; continue; }
+	cp s.qcow2.ref cur.raw
+	run qemu-img check s.qcow2 && ok || bad "$opts: qemu-img check with tern snapshots"
+	qemu-img snapshot -l s.qcow2 | grep -q ' one ' && qemu-img snapshot -l s.qcow2 | grep -q ' two ' && ok || bad "$opts: qemu lists tern snapshots"
+	# tern and qemu apply each snapshot identically
+	for sn in one two 1 2; do
+		cp s.qcow2 a.qcow2; cp s.qcow2 b.qcow2
+		run "$TI" snapshot -a $sn a.qcow2 || bad "$opts: tern-img snapshot -a $sn"
+		run qemu-img snapshot -a $sn b.qcow2 || bad "$opts: qemu-img snapshot -a $sn"
+		run qemu-img compare a.qcow2 b.qcow2 && ok || bad "$opts: tern vs qemu apply $sn"
+		run qemu-img check a.qcow2 && ok || bad "$opts: qemu-img check after tern apply $sn"
+		run "$TI" check b.qcow2 && ok || bad "$opts: tern-img check after qemu apply $sn"
+	done
+	# the VM state tern wrote is where qemu looks for it
+	cp s.qcow2 b.qcow2; qemu-img snapshot -a one b.qcow2
+	qvm b.qcow2 300000 q.vm; cmp -s q.vm vm1.bin && ok || bad "$opts: qemu reads tern's VM state"
+	NOREF=1 run "$VIO" qcow2 s.qcow2 X:one:t.vm && cmp -s t.vm vm1.bin && ok || bad "$opts: tern reads its VM state"
+	# delete: by tern, then by qemu; the active disk is untouched
+	cp s.qcow2 a.qcow2
+	run "$TI" snapshot -d one a.qcow2 && run qemu-img check a.qcow2 && ok || bad "$opts: tern delete"
+	run qemu-img snapshot -d two a.qcow2 && run "$TI" check a.qcow2 && ok || bad "$opts: qemu delete of a tern snapshot"
+	run qemu-img compare -F raw a.qcow2 cur.raw && ok || bad "$opts: active disk after deletes"
+	[ -z "$("$TI" snapshot -l a.qcow2)" ] && ok || bad "$opts: no snapshots left"
+	# qemu's snapshots, applied and deleted by tern
+	cp s.qcow2 a.qcow2
+	qemu-img snapshot -c three a.qcow2; qemu-io -c 'write -P 0x42 100k 1M' a.qcow2 >/dev/null
+	cp a.qcow2 b.qcow2
+	run "$TI" snapshot -a three a.qcow2 && run qemu-img snapshot -a three b.qcow2 &&
+		run qemu-img compare a.qcow2 b.qcow2 && ok || bad "$opts: tern applies a qemu snapshot"
+	run "$TI" snapshot -d three a.qcow2 && run "$TI" snapshot -d one a.qcow2 && run qemu-img check a.qcow2 && ok || bad "$opts: tern deletes qemu snapshots"
+	run qemu-img compare a.qcow2 b.qcow2 && ok || bad "$opts: active disk after tern deletes"
+done
+# 1-bit refcounts cannot count a second reference: refused up front, image intact
+rm -f one.qcow2; "$TI" create -f qcow2 -o refcount_bits=1 one.qcow2 1M
+NOREF=1 "$VIO" qcow2 one.qcow2 w:0:5000:1 >/dev/null 2>&1
+if "$TI" snapshot -c x one.qcow2 2>err.log; then bad "snapshot with refcount_bits=1 accepted"; else
+	grep -q refcount err.log && ok || bad "snapshot refusal message: $(cat err.log)"; fi
+run qemu-img check one.qcow2 && ok || bad "refcount_bits=1 image after the refused snapshot"
+# 2-bit refcounts: two snapshots fit, applying one needs a fourth reference
+rm -f one.qcow2; "$TI" create -f qcow2 -o refcount_bits=2 one.qcow2 1M
+NOREF=1 "$VIO" qcow2 one.qcow2 w:0:5000:1 S:a S:b >/dev/null 2>&1 || bad "2-bit refcounts, two snapshots"
+if "$TI" snapshot -a a one.qcow2 2>err.log; then bad "apply beyond 2-bit refcounts accepted"; else
+	grep -q refcount err.log && ok || bad "refusal message: $(cat err.log)"; fi
+run qemu-img check one.qcow2 && ok || bad "2-bit refcount image after the refused apply"
+# a snapshot taken by QEMU itself (savevm, with its VM state): tern reads the
+# state, works around it, and QEMU can still load it
+if command -v qemu-system-x86_64 >/dev/null; then
+	rm -f vm.qcow2; qemu-img create -q -f qcow2 vm.qcow2 16M
+	qsys() { timeout 60 qemu-system-x86_64 -machine pc,accel=tcg -nodefaults -display none -m 32 \
+		-drive if=none,file=vm.qcow2,id=d0,format=qcow2 -device virtio-blk-pci,drive=d0 -monitor stdio "$@"; }
+	(echo "savevm qsnap"; sleep 2; echo quit) | qsys >/dev/null 2>&1
+	len=$(qemu-img info --output=json vm.qcow2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["snapshots"][0]["vm-state-size"])')
+	cp vm.qcow2 b.qcow2; qemu-img snapshot -a qsnap b.qcow2; qvm b.qcow2 "$len" q.vm
+	NOREF=1 run "$VIO" qcow2 vm.qcow2 X:qsnap:t.vm && cmp -s t.vm q.vm && ok || bad "tern reads QEMU's savevm state"
+	NOREF=1 run "$VIO" qcow2 vm.qcow2 R:20:5 S:mine R:20:6 D:mine A:qsnap && ok || bad "tern snapshots next to QEMU's"
+	(echo "info status"; sleep 1; echo quit) | qsys -loadvm qsnap > lv.log 2>&1
+	grep -q "VM status" lv.log && ! grep -qi "error" lv.log && ok || { cat lv.log; bad "QEMU loadvm after tern's changes"; }
+fi
+
 echo "$n checks, $fails failed"
 [ $fails = 0 ]

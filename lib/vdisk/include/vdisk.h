@@ -188,9 +188,27 @@ struct vdisk_snapshot {
 	uint64_t icount;
 };
 
+/* The list is malloc'd; free() it. */
 int vdisk_snapshot_list(struct vdisk *d, struct vdisk_snapshot **list, unsigned *n);
+/* Create a snapshot of the current disk, with an optional VM-state area
+ * (stored the way qemu stores it, so `qemu-io -c 'read -b'` finds it after
+ * `qemu-img snapshot -a`). Names must be unique and not look like another
+ * snapshot's id. */
 int vdisk_snapshot_create(struct vdisk *d, const char *name,
                           const void *vmstate, uint64_t vmstate_len);
+
+struct vdisk_snapshot_params {
+	const char *name;              /* required, ≤ 255 bytes */
+	const char *id;                /* NULL: the next free number */
+	const struct iovec *vmstate;   /* VM-state area, gathered; may be NULL */
+	int vmstate_cnt;
+	uint64_t vm_clock_nsec;
+	uint64_t icount;               /* UINT64_MAX: not recorded */
+	uint32_t date_sec, date_nsec;  /* 0: now */
+};
+int vdisk_snapshot_create_ex(struct vdisk *d, const struct vdisk_snapshot_params *p);
+/* Revert the disk to a snapshot (id or name; ids are tried first). The
+ * virtual size becomes the snapshot's. */
 int vdisk_snapshot_apply(struct vdisk *d, const char *name_or_id);
 int vdisk_snapshot_delete(struct vdisk *d, const char *name_or_id);
 /* Read the VM-state area saved with a snapshot. */

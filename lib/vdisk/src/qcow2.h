@@ -98,6 +98,8 @@ struct qcow2 {
 	uint64_t l1_offset;
 	uint32_t l1_size;
 	uint64_t *l1;                /* host byte order */
+	uint64_t *l1_dirty;          /* bitmap of 512-byte L1 blocks not yet written */
+	uint64_t l1_ndirty;
 
 	uint64_t reftable_offset;
 	uint32_t reftable_clusters;
@@ -125,6 +127,11 @@ struct qcow2 {
 	bool broken;                 /* corruption found: writes refused */
 	bool dirty_on_disk;          /* we set the dirty bit */
 	uint8_t *zbuf;               /* a zeroed cluster */
+	uint64_t *pend;              /* L2 entries replaced, whose clusters are
+	                              * freed once the new mapping is on disk */
+	size_t npend, cappend;
+	uint64_t *punch;             /* freed ranges (off, len) not yet punched */
+	size_t npunch, cappunch;
 	uint64_t cfree;              /* next free byte for compressed data */
 };
 
@@ -149,6 +156,7 @@ int qcow2_get_refcount(struct vdisk *d, uint64_t cluster, uint64_t *rc);
 int qcow2_update_refcount(struct vdisk *d, uint64_t off, uint64_t len, int64_t delta);
 int qcow2_alloc_clusters(struct vdisk *d, uint64_t n, uint64_t *off);
 int qcow2_free_clusters(struct vdisk *d, uint64_t off, uint64_t n);
+void qcow2_punch_flush(struct vdisk *d);
 int qcow2_load_reftable(struct vdisk *d, struct qcow2 *q, uint64_t fsize);
 uint64_t qcow2_rb_get(const struct qcow2 *q, const void *blk, uint64_t i);
 void qcow2_rb_set(const struct qcow2 *q, void *blk, uint64_t i, uint64_t v);
@@ -156,6 +164,8 @@ void qcow2_rb_set(const struct qcow2 *q, void *blk, uint64_t i, uint64_t v);
 /* qcow2_meta.c: cache write-back with ordering, overlap checks, corruption */
 int qcow2_meta_flush(struct vdisk *d);          /* refblocks, sync, L2, sync */
 int qcow2_cache_writeback(void *opaque, struct qc_cache *c, unsigned idx);
+int qcow2_cache_flush_all(void *opaque, struct qc_cache *c);
+int qcow2_write_entry(struct vdisk *d, struct qc_cache *c, unsigned idx);
 const char *qcow2_overlaps(struct qcow2 *q, uint64_t off, uint64_t len);
 int qcow2_signal_corruption(struct vdisk *d, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
@@ -172,6 +182,17 @@ enum qc_kind qcow2_kind(const struct qcow2 *q, uint64_t e);
 int qcow2_check_l2e(struct vdisk *d, uint64_t guest, uint64_t e);
 void qcow2_compressed_loc(const struct qcow2 *q, uint64_t e, uint64_t *off, uint64_t *len);
 int qcow2_free_l2e_target(struct vdisk *d, uint64_t e); /* drop the entry's host refs */
+/* Free the entry's clusters after the next metadata flush (which is when
+ * the L2 entry that replaced it is on disk); metadata lock held. */
+int qcow2_defer_free(struct vdisk *d, uint64_t e);
+/* Switch to a new active L1 table of `need` entries copied from src (NULL:
+ * the current one), crash-safely; the old table's clusters are freed. */
+int qcow2_replace_l1(struct vdisk *d, const uint64_t *src, uint32_t need);
+int qcow2_grow_l1(struct vdisk *d, uint32_t need);
+int qcow2_write_l1_dirty(struct vdisk *d);
+/* Change an active L1 entry; it reaches the disk at the next metadata flush. */
+void qcow2_set_l1e(struct qcow2 *q, uint64_t l1i, uint64_t v);
+int qcow2_alloc_l1_dirty(struct qcow2 *q);
 
 /* qcow2_compress.c */
 int qcow2_decompress(struct qcow2 *q, const uint8_t *in, size_t inlen,
@@ -195,7 +216,7 @@ int qcow2_create(const char *path, const struct vdisk_create_opts *o,
 int qcow2_read_snapshots(struct vdisk *d, struct qcow2 *q, uint64_t fsize);
 void qcow2_free_snapshots(struct qcow2 *q);
 int qcow2_snap_list(struct vdisk *d, struct vdisk_snapshot **l, unsigned *n);
-int qcow2_snap_create(struct vdisk *d, const char *name, const void *vm, uint64_t len);
+int qcow2_snap_create(struct vdisk *d, const struct vdisk_snapshot_params *p);
 int qcow2_snap_apply(struct vdisk *d, const char *name);
 int qcow2_snap_delete(struct vdisk *d, const char *name);
 int qcow2_snap_vmstate(struct vdisk *d, const char *name, void *buf, uint64_t len, uint64_t off);

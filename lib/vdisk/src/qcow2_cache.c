@@ -90,6 +90,11 @@ static int victim(struct qc_cache *c, unsigned *out)
 		}
 		if (e->dirty && pass < 2 * c->n)
 			continue;
+		if (e->dirty && c->flush_all) {
+			int r = c->flush_all(c->opaque, c);
+			if (r < 0)
+				return r;
+		}
 		if (e->dirty) {
 			int r = c->writeback(c->opaque, c, i);
 			if (r < 0)

@@ -27,6 +27,9 @@ struct qc_cache {
 	unsigned hmask;
 	unsigned ndirty;
 	qc_writeback_fn writeback;
+	/* optional: write back every dirty entry at once (one ordering sync
+	 * for the lot instead of one per evicted entry) */
+	int (*flush_all)(void *opaque, struct qc_cache *c);
 	void *opaque;
 };
 

@@ -89,15 +89,35 @@ int qcow2_check_l2e(struct vdisk *d, uint64_t guest, uint64_t e)
 	return 0;
 }
 
-static int write_l1e(struct vdisk *d, uint64_t l1i, uint64_t v)
+/* The in-memory L1 entry changes now; the table on disk at the next
+ * metadata flush, after the L2 table it points to is durable. */
+void qcow2_set_l1e(struct qcow2 *q, uint64_t l1i, uint64_t v)
+{
+	q->l1[l1i] = v;
+	q->l1_dirty[l1i / 64 / 64] |= 1ull << (l1i / 64 % 64);
+	q->l1_ndirty++;
+}
+
+/* Write the L1 blocks (512 bytes, 64 entries) changed since the last call. */
+int qcow2_write_l1_dirty(struct vdisk *d)
 {
 	struct qcow2 *q = Q(d);
-	uint8_t be[8];
-	vd_put_be64(be, v);
-	int r = vd_pwrite_full(d->fd, be, 8, q->l1_offset + l1i * 8);
-	if (r < 0)
-		return vd_err(d, r, "writing L1 entry %llu: %s", (unsigned long long)l1i, strerror(-r));
-	q->l1[l1i] = v;
+	if (!q->l1_ndirty)
+		return 0;
+	uint64_t nblk = VD_DIV_UP(q->l1_size, 64);
+	uint64_t be[64];
+	for (uint64_t b = 0; b < nblk; b++) {
+		if (!(q->l1_dirty[b / 64] >> (b % 64) & 1))
+			continue;
+		uint64_t n = VD_MIN(64, q->l1_size - b * 64);
+		for (uint64_t i = 0; i < n; i++)
+			vd_put_be64(&be[i], q->l1[b * 64 + i]);
+		int r = vd_pwrite_full(d->fd, be, n * 8, q->l1_offset + b * 512);
+		if (r < 0)
+			return vd_err(d, r, "writing the L1 table: %s", strerror(-r));
+		q->l1_dirty[b / 64] &= ~(1ull << (b % 64));
+	}
+	q->l1_ndirty = 0;
 	return 0;
 }
 
@@ -105,14 +125,23 @@ static int write_l1e(struct vdisk *d, uint64_t l1i, uint64_t v)
 static int l2_make_writable(struct vdisk *d, uint64_t l1i)
 {
 	struct qcow2 *q = Q(d);
-	uint64_t cs = q->cluster_size, l1e = q->l1[l1i];
+	uint64_t cs = q->cluster_size, l1e = q->l1[l1i], rc;
 	uint64_t old = l1e & L1E_OFFSET_MASK;
 	if (old && (l1e & QCOW_OFLAG_COPIED))
 		return 0;
+	int r;
+	if (old) {
+		/* COPIED clear but not actually shared: just fix the flag */
+		if ((r = qcow2_get_refcount(d, old / cs, &rc)) < 0)
+			return r;
+		if (rc == 1) {
+			qcow2_set_l1e(q, l1i, l1e | QCOW_OFLAG_COPIED);
+			return 0;
+		}
+	}
 	uint8_t *buf = calloc(1, cs);
 	if (!buf)
 		return vd_err(d, -ENOMEM, "out of memory");
-	int r;
 	uint64_t nw;
 	if (old) {
 		/* shared with a snapshot: copy it. The data clusters keep their
@@ -128,25 +157,21 @@ static int l2_make_writable(struct vdisk *d, uint64_t l1i)
 	}
 	if ((r = qcow2_alloc_clusters(d, 1, &nw)) < 0)
 		goto out;
-	if ((r = qc_cache_flush(&q->rbc)) < 0)
-		goto out;
+	/* not synced here: the metadata flush syncs before the L1 entry
+	 * reaches the disk */
 	if ((r = vd_pwrite_full(d->fd, buf, cs, nw)) < 0) {
 		r = vd_err(d, r, "writing a new L2 table: %s", strerror(-r));
 		goto out;
 	}
-	q->host_end = VD_MAX(q->host_end, nw + cs);
-	if (!(q->compat & QCOW2_COMPAT_LAZY) && (r = vd_fdatasync(d->fd)) < 0)
-		goto out;
 	if ((r = qc_oset_add(&q->l2_tabs, nw)) < 0)
 		goto out;
-	if ((r = write_l1e(d, l1i, nw | QCOW_OFLAG_COPIED)) < 0)
-		goto out;
+	qcow2_set_l1e(q, l1i, nw | QCOW_OFLAG_COPIED);
 	if (old) {
 		qc_oset_del(&q->l2_tabs, old);
 		qc_cache_discard(&q->l2c, old, cs);
-		if ((r = vd_fdatasync(d->fd)) < 0)
-			goto out;
-		r = qcow2_update_refcount(d, old, cs, -1);
+		/* the old table loses the active reference once the new L1
+		 * entry is on disk */
+		r = qcow2_defer_free(d, old);
 	}
 out:
 	free(buf);
@@ -188,4 +213,78 @@ int qcow2_free_l2e_target(struct vdisk *d, uint64_t e)
 	}
 	uint64_t host = e & L2E_OFFSET_MASK;
 	return host ? qcow2_free_clusters(d, host, 1) : 0;
+}
+
+/* Replace the active L1 table by a new one of `need` entries (entries past
+ * the old size are zero, COPIED flags as in `src` or the current table):
+ * written to fresh clusters and synced, then the header is switched with
+ * one 12-byte write, then the old table's clusters are freed. A crash at
+ * any point leaves either table in place and at worst leaked clusters. */
+int qcow2_replace_l1(struct vdisk *d, const uint64_t *src, uint32_t need)
+{
+	struct qcow2 *q = Q(d);
+	uint64_t cs = q->cluster_size;
+	if ((uint64_t)need * 8 > QCOW2_MAX_L1_BYTES)
+		return vd_err(d, -EFBIG, "an L1 table of %u entries exceeds %u bytes", need,
+		              QCOW2_MAX_L1_BYTES);
+	if (!src)
+		src = q->l1;
+	uint32_t have = src == q->l1 ? q->l1_size : need;
+	uint64_t nl1c = VD_DIV_UP((uint64_t)need * 8, cs), noff = 0;
+	uint64_t *nl1 = calloc(nl1c * cs / 8, 8), *be = calloc(nl1c * cs / 8, 8);
+	int r;
+	if (!nl1 || !be) {
+		r = vd_err(d, -ENOMEM, "out of memory");
+		goto out;
+	}
+	memcpy(nl1, src, (size_t)VD_MIN(have, need) * 8);
+	for (uint64_t i = 0; i < need; i++)
+		vd_put_be64(&be[i], nl1[i]);
+	if ((r = qcow2_meta_flush(d)) < 0 || (r = qcow2_alloc_clusters(d, nl1c, &noff)) < 0)
+		goto out;
+	if ((r = qcow2_meta_flush(d)) < 0)
+		goto out;
+	if ((r = vd_pwrite_full(d->fd, be, nl1c * cs, noff)) < 0 || (r = vd_fdatasync(d->fd)) < 0) {
+		r = vd_err(d, r, "writing the new L1 table: %s", strerror(-r));
+		goto out;
+	}
+	uint8_t h[12];
+	vd_put_be32(h, need);
+	vd_put_be64(h + 4, noff);
+	if ((r = vd_pwrite_full(d->fd, h, 12, 36)) < 0 || (r = vd_fdatasync(d->fd)) < 0) {
+		r = vd_err(d, r, "switching the L1 table: %s", strerror(-r));
+		goto out;
+	}
+	uint64_t ooff = q->l1_offset, osz = q->l1_size;
+	free(q->l1);
+	q->l1 = nl1;
+	nl1 = NULL;
+	q->l1_offset = noff;
+	q->l1_size = need;
+	if ((r = qcow2_alloc_l1_dirty(q)) < 0)
+		goto out;
+	if ((r = qcow2_rebuild_osets(q)) < 0)
+		goto out;
+	if (osz)
+		r = qcow2_free_clusters(d, ooff, VD_DIV_UP(osz * 8, cs));
+out:
+	free(nl1);
+	free(be);
+	return r;
+}
+
+int qcow2_grow_l1(struct vdisk *d, uint32_t need)
+{
+	struct qcow2 *q = Q(d);
+	if (need <= q->l1_size)
+		return 0;
+	return qcow2_replace_l1(d, NULL, need);
+}
+
+int qcow2_alloc_l1_dirty(struct qcow2 *q)
+{
+	free(q->l1_dirty);
+	q->l1_ndirty = 0;
+	q->l1_dirty = calloc(VD_DIV_UP(VD_DIV_UP((uint64_t)q->l1_size, 64), 64) + 1, 8);
+	return q->l1_dirty ? 0 : -ENOMEM;
 }

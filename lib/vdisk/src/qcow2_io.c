@@ -235,12 +235,9 @@ static int cow_cluster(struct vdisk *d, uint64_t gc, const struct iovec *iov, in
 	}
 	pthread_mutex_lock(&q->lock);
 	r = qcow2_set_l2e(d, gc, host | QCOW_OFLAG_COPIED, q->ext_l2 ? 0xffffffffull : 0);
-	if (r == 0 && holds_host(q, e)) {
-		/* the new mapping must be durable before the old space is reused */
-		r = qcow2_meta_flush(d);
-		if (r == 0)
-			r = qcow2_free_l2e_target(d, e);
-	}
+	/* the new mapping must be durable before the old space is reused */
+	if (r == 0 && holds_host(q, e))
+		r = qcow2_defer_free(d, e);
 	pthread_mutex_unlock(&q->lock);
 out:
 	free(buf);
@@ -400,11 +397,10 @@ static int qcow2_pwritev(struct vdisk *d, const struct iovec *iov, int cnt,
 			n += VD_MIN(cs, len - done - n);
 			nc++;
 		}
-		uint64_t host;
+		/* clusters at or past the allocation end were never written */
+		uint64_t host, old_end = q->host_end;
 		r = qcow2_alloc_clusters(d, nc, &host);
-		bool fresh = host >= q->host_end;
-		if (r == 0)
-			q->host_end = VD_MAX(q->host_end, host + nc * cs);
+		bool fresh = host >= old_end;
 		pthread_mutex_unlock(&q->lock);
 		if (r < 0)
 			break;
@@ -504,10 +500,8 @@ static int zero_range(struct vdisk *d, uint64_t off, uint64_t len, bool discard)
 		if (holds_host(q, e))
 			old[nold++] = e;
 	}
-	if (r == 0 && nold)
-		r = qcow2_meta_flush(d);
 	for (uint64_t i = 0; i < nold && r == 0; i++)
-		r = qcow2_free_l2e_target(d, old[i]);
+		r = qcow2_defer_free(d, old[i]);
 	pthread_mutex_unlock(&q->lock);
 	free(old);
 	return r;
@@ -614,11 +608,8 @@ static int qcow2_pwrite_compressed(struct vdisk *d, const void *data, size_t len
 		uint64_t ne = QCOW_OFLAG_COMPRESSED | (nsec - 1) << x | host;
 		pthread_mutex_lock(&q->lock);
 		r = qcow2_set_l2e(d, off, ne, 0);
-		if (r == 0 && holds_host(q, e)) {
-			r = qcow2_meta_flush(d);
-			if (r == 0)
-				r = qcow2_free_l2e_target(d, e);
-		}
+		if (r == 0 && holds_host(q, e))
+			r = qcow2_defer_free(d, e);
 		pthread_mutex_unlock(&q->lock);
 	}
 	free(in);

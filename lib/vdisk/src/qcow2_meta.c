@@ -160,7 +160,6 @@ int qcow2_cache_writeback(void *opaque, struct qc_cache *c, unsigned idx)
 {
 	struct vdisk *d = opaque;
 	struct qcow2 *q = Q(d);
-	struct qc_entry *e = &c->e[idx];
 	int r;
 	if ((r = qcow2_cover_end(d)) < 0)
 		return r;
@@ -169,13 +168,23 @@ int qcow2_cache_writeback(void *opaque, struct qc_cache *c, unsigned idx)
 			return r;
 		if (!(q->compat & QCOW2_COMPAT_LAZY) && (r = vd_fdatasync(d->fd)) < 0)
 			return r;
+	}
+	return qcow2_write_entry(d, c, idx);
+}
+
+/* Write one cache entry as it is (the caller saw to the ordering). */
+int qcow2_write_entry(struct vdisk *d, struct qc_cache *c, unsigned idx)
+{
+	struct qcow2 *q = Q(d);
+	struct qc_entry *e = &c->e[idx];
+	if (c == &q->l2c) {
 		uint64_t tab = e->off & ~(uint64_t)(q->cluster_size - 1);
 		if (!qc_oset_hit(&q->l2_tabs, tab, 1, 1))
 			return qcow2_signal_corruption(d, "refusing to write an L2 slice at %#llx "
 			                               "that is not an active L2 table",
 			                               (unsigned long long)e->off);
 	}
-	r = vd_pwrite_full(d->fd, e->data, c->entry_size, e->off);
+	int r = vd_pwrite_full(d->fd, e->data, c->entry_size, e->off);
 	if (r < 0)
 		return vd_err(d, r, "writing qcow2 metadata at %#llx: %s",
 		              (unsigned long long)e->off, strerror(-r));
@@ -183,6 +192,30 @@ int qcow2_cache_writeback(void *opaque, struct qc_cache *c, unsigned idx)
 		e->dirty = false;
 		c->ndirty--;
 	}
+	return 0;
+}
+
+/* Refcount blocks first (what the new tables point to must be counted),
+ * sync, then L2 slices, sync; then the clusters whose mappings those L2
+ * slices dropped lose their reference (a crash before that leaks them,
+ * never frees a cluster a table on disk still uses). */
+/* Eviction of a dirty entry: write back the whole cache, with one sync
+ * between refcount blocks and L2 slices. */
+int qcow2_cache_flush_all(void *opaque, struct qc_cache *c)
+{
+	struct vdisk *d = opaque;
+	struct qcow2 *q = Q(d);
+	int r;
+	if ((r = qcow2_cover_end(d)) < 0 || (r = qc_cache_flush(&q->rbc)) < 0)
+		return r;
+	if (c != &q->l2c)
+		return 0;
+	if (!(q->compat & QCOW2_COMPAT_LAZY) && (r = vd_fdatasync(d->fd)) < 0)
+		return vd_err(d, r, "fdatasync: %s", strerror(-r));
+	for (unsigned i = 0; i < c->used; i++)
+		if (c->e[i].dirty && c->e[i].off != UINT64_MAX &&
+		    (r = qcow2_write_entry(d, c, i)) < 0)
+			return r;
 	return 0;
 }
 
@@ -194,14 +227,49 @@ int qcow2_meta_flush(struct vdisk *d)
 		return r;
 	if ((r = qc_cache_flush(&q->rbc)) < 0)
 		return r;
-	if (q->l2c.ndirty) {
+	if (q->l2c.ndirty || q->l1_ndirty) {
 		if ((r = vd_fdatasync(d->fd)) < 0)
 			return vd_err(d, r, "fdatasync: %s", strerror(-r));
-		if ((r = qc_cache_flush(&q->l2c)) < 0)
+		for (unsigned i = 0; i < q->l2c.used; i++)
+			if (q->l2c.e[i].dirty && q->l2c.e[i].off != UINT64_MAX &&
+			    (r = qcow2_write_entry(d, &q->l2c, i)) < 0)
+				return r;
+		if ((r = qcow2_write_l1_dirty(d)) < 0)
 			return r;
 	}
 	if ((r = vd_fdatasync(d->fd)) < 0)
 		return vd_err(d, r, "fdatasync: %s", strerror(-r));
+	if (!q->npend) {
+		qcow2_punch_flush(d);
+		return 0;
+	}
+	size_t n = q->npend;
+	q->npend = 0;
+	for (size_t i = 0; i < n; i++)
+		if ((r = qcow2_free_l2e_target(d, q->pend[i])) < 0)
+			return r;
+	if ((r = qc_cache_flush(&q->rbc)) < 0)
+		return r;
+	qcow2_punch_flush(d);
+	if ((r = vd_fdatasync(d->fd)) < 0)
+		return vd_err(d, r, "fdatasync: %s", strerror(-r));
+	return 0;
+}
+
+int qcow2_defer_free(struct vdisk *d, uint64_t e)
+{
+	struct qcow2 *q = Q(d);
+	if (q->npend == q->cappend) {
+		size_t nc = q->cappend ? q->cappend * 2 : 256;
+		uint64_t *nv = realloc(q->pend, nc * sizeof(*nv));
+		if (!nv)
+			return vd_err(d, -ENOMEM, "out of memory");
+		q->pend = nv;
+		q->cappend = nc;
+	}
+	q->pend[q->npend++] = e;
+	if (q->npend >= 65536)
+		return qcow2_meta_flush(d);
 	return 0;
 }
 

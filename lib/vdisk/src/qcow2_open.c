@@ -24,10 +24,13 @@ static void qcow2_free(struct qcow2 *q)
 	qcow2_free_snapshots(q);
 	qcow2_free_exts(q);
 	free(q->l1);
+	free(q->l1_dirty);
 	free(q->reftable);
 	free(q->backing_name);
 	free(q->backing_fmt);
 	free(q->zbuf);
+	free(q->pend);
+	free(q->punch);
 	pthread_mutex_destroy(&q->lock);
 	free(q);
 }
@@ -184,6 +187,10 @@ int qcow2_open(struct vdisk *d, const struct vdisk_open_opts *o)
 		goto fail;
 	if ((r = qcow2_rebuild_osets(q)) < 0 || (r = check_layout(d, q)) < 0)
 		goto fail;
+	if (qcow2_alloc_l1_dirty(q) < 0) {
+		r = vd_err(d, -ENOMEM, "out of memory");
+		goto fail;
+	}
 	if (q->incompat & QCOW2_INCOMPAT_CORRUPT)
 		q->broken = true;
 
@@ -206,6 +213,7 @@ int qcow2_open(struct vdisk *d, const struct vdisk_open_opts *o)
 		r = vd_err(d, -ENOMEM, "out of memory for the metadata caches");
 		goto fail;
 	}
+	q->l2c.flush_all = q->rbc.flush_all = qcow2_cache_flush_all;
 	q->zbuf = calloc(1, cs);
 	if (!q->zbuf) {
 		r = vd_err(d, -ENOMEM, "out of memory");
@@ -298,8 +306,8 @@ int qcow2_resize(struct vdisk *d, uint64_t size, unsigned flags)
 	int r = 0;
 	if (q->broken)
 		return vd_err(d, -EIO, "image is corrupt; resize refused");
-	if (q->nb_snaps)
-		return vd_err(d, -ENOTSUP, "cannot resize an image with internal snapshots");
+	if (q->nb_snaps && size < d->size)
+		return vd_err(d, -ENOTSUP, "cannot shrink an image with internal snapshots");
 	pthread_mutex_lock(&q->lock);
 	if (size < d->size) {
 		/* drop the mappings beyond the new end */
@@ -319,51 +327,10 @@ int qcow2_resize(struct vdisk *d, uint64_t size, unsigned flags)
 		}
 	}
 	uint64_t need = VD_DIV_UP(size, cover);
-	if (r == 0 && need > q->l1_size) {
-		/* new, larger L1 table */
-		if (need * 8 > QCOW2_MAX_L1_BYTES) {
-			r = vd_err(d, -EFBIG, "new size needs an L1 table over %u bytes", QCOW2_MAX_L1_BYTES);
-			goto out;
-		}
-		uint64_t nl1c = VD_DIV_UP(need * 8, cs), noff;
-		uint64_t *nl1 = calloc(nl1c * cs / 8, 8), *be = calloc(nl1c * cs / 8, 8);
-		if (!nl1 || !be) {
-			free(nl1);
-			free(be);
-			r = vd_err(d, -ENOMEM, "out of memory");
-			goto out;
-		}
-		memcpy(nl1, q->l1, (size_t)q->l1_size * 8);
-		for (uint64_t i = 0; i < need; i++)
-			vd_put_be64(&be[i], nl1[i]);
-		if ((r = qcow2_meta_flush(d)) == 0 && (r = qcow2_alloc_clusters(d, nl1c, &noff)) == 0 &&
-		    (r = qc_cache_flush(&q->rbc)) == 0)
-			r = vd_pwrite_full(d->fd, be, nl1c * cs, noff);
-		free(be);
-		if (r == 0)
-			r = vd_fdatasync(d->fd);
-		if (r == 0) {
-			q->host_end = VD_MAX(q->host_end, noff + nl1c * cs);
-			uint8_t h[12];
-			vd_put_be32(h, (uint32_t)need);
-			vd_put_be64(h + 4, noff);
-			r = vd_pwrite_full(d->fd, h, 12, 36);
-			if (r == 0)
-				r = vd_fdatasync(d->fd);
-		}
-		if (r < 0) {
-			free(nl1);
-			r = vd_err(d, r, "growing the L1 table: %s", strerror(-r));
-			goto out;
-		}
-		uint64_t ooff = q->l1_offset, osz = q->l1_size;
-		free(q->l1);
-		q->l1 = nl1;
-		q->l1_offset = noff;
-		q->l1_size = (uint32_t)need;
-		if (osz)
-			r = qcow2_free_clusters(d, ooff, VD_DIV_UP(osz * 8, cs));
-	}
+	if (r == 0 && need * 8 > QCOW2_MAX_L1_BYTES)
+		r = vd_err(d, -EFBIG, "new size needs an L1 table over %u bytes", QCOW2_MAX_L1_BYTES);
+	else if (r == 0 && need > q->l1_size)
+		r = qcow2_grow_l1(d, (uint32_t)need);
 	if (r == 0) {
 		uint8_t b[8];
 		vd_put_be64(b, size);
@@ -372,7 +339,6 @@ int qcow2_resize(struct vdisk *d, uint64_t size, unsigned flags)
 		else
 			r = vd_err(d, r, "writing the new size: %s", strerror(-r));
 	}
-out:
 	pthread_mutex_unlock(&q->lock);
 	return r;
 }

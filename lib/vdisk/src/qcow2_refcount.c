@@ -106,6 +106,7 @@ static int grow_reftable(struct vdisk *d, uint64_t need)
 {
 	struct qcow2 *q = Q(d);
 	uint64_t cs = q->cluster_size, old_n = q->reftable_entries;
+	qcow2_punch_flush(d);
 	uint64_t A = VD_MAX(VD_DIV_UP(q->host_end, cs), old_n << q->rb_bits);
 	uint64_t nb = 0, nt = 0;
 	for (int iter = 0; iter < 16; iter++) {
@@ -195,6 +196,7 @@ static int ensure_block(struct vdisk *d, uint64_t bi)
 		return qcow2_signal_corruption(d, "refcount block 0 is missing");
 	uint64_t cs = q->cluster_size;
 	uint64_t off = (bi << q->rb_bits) * cs;
+	qcow2_punch_flush(d);
 	const char *ov = qcow2_overlaps(q, off, cs);
 	if (ov)
 		return qcow2_signal_corruption(d, "new refcount block at %#llx would overlap %s",
@@ -293,6 +295,7 @@ int qcow2_alloc_clusters(struct vdisk *d, uint64_t n, uint64_t *out)
 	int r;
 	if ((r = qcow2_mark_dirty(d)) < 0)
 		return r;
+	qcow2_punch_flush(d);
 restart:;
 	uint64_t s = q->free_hint, first_free = UINT64_MAX, m = 0, maxbi = 0;
 	for (;;) {
@@ -381,8 +384,60 @@ restart:;
 	if ((r = qcow2_update_refcount(d, (s + m) * cs, n * cs, 1)) < 0)
 		return r;
 	q->free_hint = first_free == s ? s + m + n : first_free;
+	q->host_end = VD_MAX(q->host_end, (s + m + n) * cs);
 	*out = (s + m) * cs;
 	return 0;
+}
+
+static int cmp_range(const void *a, const void *b)
+{
+	const uint64_t *x = a, *y = b;
+	return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+/* Punch the queued free clusters (merged into runs). Must run before any
+ * free cluster is reused, so every path that takes free space calls it. */
+void qcow2_punch_flush(struct vdisk *d)
+{
+	struct qcow2 *q = Q(d);
+	if (!q->npunch)
+		return;
+	qsort(q->punch, q->npunch, 2 * sizeof(uint64_t), cmp_range);
+	uint64_t s = q->punch[0], e = s + q->punch[1];
+	for (size_t i = 1; i <= q->npunch; i++) {
+		if (i < q->npunch && q->punch[2 * i] <= e) {
+			e = VD_MAX(e, q->punch[2 * i] + q->punch[2 * i + 1]);
+			continue;
+		}
+		fallocate(d->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)s, (off_t)(e - s));
+		if (i < q->npunch) {
+			s = q->punch[2 * i];
+			e = s + q->punch[2 * i + 1];
+		}
+	}
+	q->npunch = 0;
+}
+
+static void punch_later(struct vdisk *d, uint64_t off, uint64_t len)
+{
+	struct qcow2 *q = Q(d);
+	if (q->npunch && q->punch[2 * q->npunch - 2] + q->punch[2 * q->npunch - 1] == off) {
+		q->punch[2 * q->npunch - 1] += len;
+		return;
+	}
+	if (q->npunch == q->cappunch) {
+		size_t nc = q->cappunch ? q->cappunch * 2 : 64;
+		uint64_t *nv = realloc(q->punch, nc * 2 * sizeof(*nv));
+		if (!nv)
+			return; /* only space is lost */
+		q->punch = nv;
+		q->cappunch = nc;
+	}
+	q->punch[2 * q->npunch] = off;
+	q->punch[2 * q->npunch + 1] = len;
+	q->npunch++;
+	if (q->npunch >= 4096)
+		qcow2_punch_flush(d);
 }
 
 int qcow2_free_clusters(struct vdisk *d, uint64_t off, uint64_t n)
@@ -396,8 +451,7 @@ int qcow2_free_clusters(struct vdisk *d, uint64_t off, uint64_t n)
 	for (uint64_t c = off / cs; c < off / cs + n; c++) {
 		uint64_t rc;
 		if (qcow2_get_refcount(d, c, &rc) == 0 && rc == 0)
-			fallocate(d->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-			          (off_t)(c * cs), (off_t)cs);
+			punch_later(d, c * cs, cs);
 	}
 	return 0;
 }

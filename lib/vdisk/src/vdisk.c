@@ -392,11 +392,21 @@ int vdisk_snapshot_list(struct vdisk *d, struct vdisk_snapshot **list, unsigned 
 	SNAP_CALL(snap_list, d, list, n);
 }
 
-int vdisk_snapshot_create(struct vdisk *d, const char *name, const void *vm, uint64_t len)
+int vdisk_snapshot_create_ex(struct vdisk *d, const struct vdisk_snapshot_params *p)
 {
 	if (!d->rw)
 		return vd_err(d, -EBADF, "image '%s' is open read-only", d->path);
-	SNAP_CALL(snap_create, d, name, vm, len);
+	if (!p || !p->name || !*p->name)
+		return vd_err(d, -EINVAL, "a snapshot needs a name");
+	SNAP_CALL(snap_create, d, p);
+}
+
+int vdisk_snapshot_create(struct vdisk *d, const char *name, const void *vm, uint64_t len)
+{
+	struct iovec v = { (void *)vm, len };
+	struct vdisk_snapshot_params p = { .name = name, .vmstate = len ? &v : NULL,
+	                                   .vmstate_cnt = len ? 1 : 0, .icount = UINT64_MAX };
+	return vdisk_snapshot_create_ex(d, &p);
 }
 
 int vdisk_snapshot_apply(struct vdisk *d, const char *name)

@@ -36,7 +36,7 @@ struct vdisk_ops {
 	int (*info)(struct vdisk *d, struct vdisk_info *info);
 	int (*check)(struct vdisk *d, struct vdisk_check_result *r, unsigned fix);
 	int (*snap_list)(struct vdisk *d, struct vdisk_snapshot **l, unsigned *n);
-	int (*snap_create)(struct vdisk *d, const char *name, const void *vm, uint64_t len);
+	int (*snap_create)(struct vdisk *d, const struct vdisk_snapshot_params *p);
 	int (*snap_apply)(struct vdisk *d, const char *name);
 	int (*snap_delete)(struct vdisk *d, const char *name);
 	int (*snap_vmstate)(struct vdisk *d, const char *name, void *buf,

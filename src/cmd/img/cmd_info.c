@@ -89,11 +89,7 @@ static void info_human(struct vdisk *d)
 	struct vdisk_snapshot *sn;
 	unsigned n;
 	if (in.nb_snapshots && vdisk_snapshot_list(d, &sn, &n) == 0) {
-		printf("Snapshot list:\nID        TAG               VM SIZE                DATE     VM CLOCK\n");
-		for (unsigned i = 0; i < n; i++)
-			printf("%-10s%-18s%10llu %20u %12llu\n", sn[i].id, sn[i].name,
-			       (unsigned long long)sn[i].vm_state_size, sn[i].date_sec,
-			       (unsigned long long)sn[i].vm_clock_nsec);
+		img_print_snapshots(sn, n);
 		free(sn);
 	}
 	if (!strcmp(in.format, "qcow2")) {

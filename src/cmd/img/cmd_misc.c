@@ -67,26 +67,39 @@ int img_resize(int argc, char **argv)
 int img_snapshot(int argc, char **argv)
 {
 	static const char usage[] =
-		"usage: tern-img snapshot [-l | -c name | -a name | -d name] file\n";
+		"usage: tern-img snapshot [-f fmt] [-q] [-U] [-l | -c name | -a name | -d name] file\n"
+		"  -l        list the internal snapshots\n"
+		"  -c name   create a snapshot of the current disk\n"
+		"  -a name   apply (revert the disk to) a snapshot, by id or name\n"
+		"  -d name   delete a snapshot, by id or name\n";
 	if (img_wants_help(argc, argv, usage))
 		return 0;
 	char op = 0;
-	const char *name = NULL;
+	const char *name = NULL, *fmt = NULL;
+	bool quiet = false;
 	int c;
 	optind = 1;
-	while ((c = getopt(argc, argv, "lc:a:d:qU")) != -1) {
+	while ((c = getopt(argc, argv, "f:lc:a:d:qU")) != -1) {
 		switch (c) {
-		case 'l': op = 'l'; break;
-		case 'c': case 'a': case 'd': op = (char)c; name = optarg; break;
-		case 'q': case 'U': break;
+		case 'f': fmt = optarg; break;
+		case 'l': case 'c': case 'a': case 'd':
+			if (op) {
+				img_error("cannot mix '-l', '-a', '-c', '-d'");
+				return 1;
+			}
+			op = (char)c;
+			name = optarg;
+			break;
+		case 'q': quiet = true; break;
+		case 'U': break;
 		default: fputs(usage, stderr); return 1;
 		}
 	}
-	if (!op || optind >= argc) {
+	if (!op || optind != argc - 1) {
 		fputs(usage, stderr);
 		return 1;
 	}
-	struct vdisk *d = img_open(argv[optind], "qcow2", op == 'l' ? 0 : VDISK_OPEN_RDWR);
+	struct vdisk *d = img_open(argv[optind], fmt, op == 'l' ? 0 : VDISK_OPEN_RDWR);
 	if (!d)
 		return 1;
 	int r = 0;
@@ -94,32 +107,23 @@ int img_snapshot(int argc, char **argv)
 		struct vdisk_snapshot *s;
 		unsigned n;
 		if ((r = vdisk_snapshot_list(d, &s, &n)) < 0)
-			return fail_d(d, "listing snapshots");
-		if (n)
-			printf("Snapshot list:\n%-10s%-18s%12s%22s%16s\n", "ID", "TAG", "VM SIZE", "DATE",
-			       "VM CLOCK");
-		for (unsigned i = 0; i < n; i++) {
-			char date[64];
-			time_t t = (time_t)s[i].date_sec;
-			struct tm tm;
-			localtime_r(&t, &tm);
-			strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
-			uint64_t ms = s[i].vm_clock_nsec / 1000000;
-			printf("%-10s%-18s%12llu%22s   %02llu:%02llu:%02llu.%03llu\n", s[i].id, s[i].name,
-			       (unsigned long long)s[i].vm_state_size, date,
-			       (unsigned long long)(ms / 3600000), (unsigned long long)(ms / 60000 % 60),
-			       (unsigned long long)(ms / 1000 % 60), (unsigned long long)(ms % 1000));
-		}
+			return fail_d(d, "Could not list snapshots");
+		if (!quiet && n)
+			img_print_snapshots(s, n);
 		free(s);
 	} else if (op == 'c') {
 		r = vdisk_snapshot_create(d, name, NULL, 0);
+		if (r < 0)
+			return fail_d(d, "Could not create snapshot");
 	} else if (op == 'a') {
 		r = vdisk_snapshot_apply(d, name);
+		if (r < 0)
+			return fail_d(d, "Could not apply snapshot");
 	} else {
 		r = vdisk_snapshot_delete(d, name);
+		if (r < 0)
+			return fail_d(d, "Could not delete snapshot");
 	}
-	if (r < 0)
-		return fail_d(d, "snapshot");
 	return vdisk_close(d) < 0;
 }
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "img.h"
 
@@ -184,4 +185,26 @@ bool vd_zero(const void *buf, uint64_t len)
 		if (*p++)
 			return false;
 	return true;
+}
+
+/* The snapshot list in qemu-img's layout. */
+void img_print_snapshots(const struct vdisk_snapshot *sn, unsigned n)
+{
+	printf("Snapshot list:\n%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE",
+	       "VM CLOCK", "ICOUNT");
+	for (unsigned i = 0; i < n; i++) {
+		char size[32], date[64], clock[64], icount[32] = "";
+		img_human_size(sn[i].vm_state_size, size, sizeof(size));
+		time_t t = (time_t)sn[i].date_sec;
+		struct tm tm;
+		localtime_r(&t, &tm);
+		strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
+		uint64_t ms = sn[i].vm_clock_nsec / 1000000;
+		snprintf(clock, sizeof(clock), "%02llu:%02llu:%02llu.%03llu",
+		         (unsigned long long)(ms / 3600000), (unsigned long long)(ms / 60000 % 60),
+		         (unsigned long long)(ms / 1000 % 60), (unsigned long long)(ms % 1000));
+		if (sn[i].icount != UINT64_MAX)
+			snprintf(icount, sizeof(icount), "%llu", (unsigned long long)sn[i].icount);
+		printf("%-9s %-16s %8s%20s%13s%11s\n", sn[i].id, sn[i].name, size, date, clock, icount);
+	}
 }

@@ -32,6 +32,7 @@ struct vdisk *img_open(const char *path, const char *fmt, uint32_t flags);
 void img_human_size(uint64_t v, char *buf, size_t len);
 bool img_wants_help(int argc, char **argv, const char *usage);
 void img_progress(double pct);
+void img_print_snapshots(const struct vdisk_snapshot *sn, unsigned n);
 
 /* true if all bytes are zero */
 bool vd_zero(const void *buf, uint64_t len);
