@@ -11,7 +11,7 @@
 void blk_signal(struct blk *b)
 {
 	uint64_t one = 1;
-	if (write(b->efd, &one, sizeof(one)) < 0) {
+	if (b->efd >= 0 && write(b->efd, &one, sizeof(one)) < 0) {
 		/* the counter is saturated: it is readable anyway */
 	}
 }
@@ -19,7 +19,7 @@ void blk_signal(struct blk *b)
 void blk_ack(struct blk *b)
 {
 	uint64_t v;
-	if (read(b->efd, &v, sizeof(v)) < 0) {
+	if (b->efd >= 0 && read(b->efd, &v, sizeof(v)) < 0) {
 		/* EAGAIN: nothing was signalled */
 	}
 }
@@ -35,7 +35,6 @@ void blk_complete_later(struct blk *b, struct blk_io *io, int result)
 {
 	io->result = result;
 	blk_list_add(&b->ready, io);
-	blk_signal(b);
 }
 
 unsigned blk_run_ready(struct blk *b)
@@ -86,10 +85,9 @@ int blk_open(struct blk **out, const struct blk_opts *o, struct terr *err)
 	b->done = o->done;
 	b->opaque = o->opaque;
 	b->fd = -1;
-	b->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (!b->path || b->efd < 0) {
-		r = terr_set(err, b->path ? errno : ENOMEM, "%s: %s", o->id,
-			     b->path ? strerror(errno) : "out of memory");
+	b->efd = -1;
+	if (!b->path) {
+		r = terr_set(err, ENOMEM, "%s: out of memory", o->id);
 		goto fail;
 	}
 	bool raw = !strcmp(o->format, "raw");
@@ -160,7 +158,7 @@ const char *blk_engine_name(const struct blk *b)
 
 int blk_event_fd(const struct blk *b)
 {
-	return b->efd;
+	return b->ring_ok ? b->ring.ring_fd : b->efd;
 }
 
 void blk_submit(struct blk *b, struct blk_io *io)
@@ -192,11 +190,29 @@ void blk_commit(struct blk *b)
 	b->ops->commit(b);
 }
 
+/* Callbacks may submit more (a queue that waited for a free slot): go on
+ * until nothing is ready. */
+static unsigned poll_common(struct blk *b, bool ack)
+{
+	unsigned n = 0;
+	if (b->hold)
+		return 0;
+	do {
+		n += blk_run_ready(b);
+		n += b->ops->poll(b, false, ack);
+		ack = false;
+	} while (b->ready.head);
+	return n;
+}
+
 unsigned blk_poll(struct blk *b)
 {
-	blk_ack(b);
-	unsigned n = blk_run_ready(b);
-	return n + b->ops->poll(b, false);
+	return poll_common(b, true);
+}
+
+unsigned blk_reap(struct blk *b)
+{
+	return poll_common(b, false);
 }
 
 void blk_drain(struct blk *b)
@@ -205,8 +221,13 @@ void blk_drain(struct blk *b)
 	while (b->inflight) {
 		if (blk_run_ready(b))
 			continue;
-		b->ops->poll(b, true);
+		b->ops->poll(b, true, false);
 	}
+}
+
+void blk_hold(struct blk *b, bool hold)
+{
+	b->hold = hold;
 }
 
 unsigned blk_inflight(const struct blk *b)

@@ -10,8 +10,10 @@
  *             stays the only code that knows the format's metadata. Also the
  *             fallback for raw when io_uring is not available.
  *
- * Either way completions are signalled on one eventfd (blk_event_fd) that the
- * owner watches on the VM's event loop and answers with blk_poll.
+ * Either way the owner watches one file descriptor (blk_event_fd) on the VM's
+ * event loop and answers it with blk_poll: the ring's own fd for io_uring
+ * (readable while completions wait: no eventfd to signal and read), an
+ * eventfd for the threads engine.
  *
  * Threads and locking: the back end is not thread-safe. Its owner serializes
  * every call (virtio-blk holds its device lock), and the completion callback
@@ -86,19 +88,30 @@ bool blk_readonly(const struct blk *b);
 /* Smallest useful discard unit in bytes (qcow2: cluster size; raw: 4096). */
 uint32_t blk_discard_granularity(const struct blk *b);
 const char *blk_engine_name(const struct blk *b);   /* "io_uring" or "threads" */
-/* Readable when completions wait for blk_poll (the owner reads it empty
- * with blk_ack_event or lets blk_poll do it). */
+/* Readable when completions wait for blk_poll. */
 int blk_event_fd(const struct blk *b);
 
 /* Queue a request. Never fails synchronously: errors arrive as a completion
  * with io->result < 0. Requests may be held until blk_commit. */
 void blk_submit(struct blk *b, struct blk_io *io);
-/* Start every request queued by blk_submit (one system call per batch). */
+/* Start every request queued by blk_submit (one system call per batch).
+ * Requests that complete without I/O (refused, empty) and reads the kernel
+ * served inline are only noticed by a following blk_reap or blk_poll: call
+ * one before leaving the critical section. */
 void blk_commit(struct blk *b);
-/* Run the callbacks of the requests that completed; returns how many. */
+/* Run the callbacks of the requests that completed; returns how many.
+ * blk_poll answers blk_event_fd being readable; blk_reap is the same
+ * without consuming the event (right after blk_commit: it saves a trip
+ * through the event loop when the kernel completed requests inline). */
 unsigned blk_poll(struct blk *b);
+unsigned blk_reap(struct blk *b);
 /* Wait until nothing is in flight, running callbacks as requests complete. */
 void blk_drain(struct blk *b);
+/* Tests: while held, blk_poll and blk_reap complete nothing, so requests
+ * stay in flight however fast the kernel is; blk_drain and blk_close still
+ * complete everything. (With an event loop thread running, the event fd
+ * stays readable meanwhile: hold only briefly.) */
+void blk_hold(struct blk *b, bool hold);
 unsigned blk_inflight(const struct blk *b);
 
 #endif

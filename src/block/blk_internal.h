@@ -14,8 +14,9 @@ struct blk_engine_ops {
 	void (*submit)(struct blk *b, struct blk_io *io);
 	void (*commit)(struct blk *b);
 	/* Complete what is done; with `wait`, block until at least one request
-	 * completes when something is in flight. Returns how many completed. */
-	unsigned (*poll)(struct blk *b, bool wait);
+	 * completes when something is in flight; with `ack`, consume the
+	 * completion event first. Returns how many completed. */
+	unsigned (*poll)(struct blk *b, bool wait, bool ack);
 	/* Stop the engine (nothing is in flight), flush a writable image and
 	 * close it; returns the flush result. */
 	int (*close)(struct blk *b);
@@ -57,7 +58,8 @@ struct blk {
 	blk_done_fn done;
 	void *opaque;
 	unsigned inflight;           /* submitted, callback not yet run */
-	int efd;                     /* completion eventfd */
+	bool hold;                   /* tests: poll/reap complete nothing */
+	int efd;                     /* threads engine: completion eventfd */
 	struct blk_list ready;       /* completed without reaching the engine */
 
 	/* io_uring engine */
@@ -81,7 +83,7 @@ struct blk {
 #define BLK_ZBUF_SIZE (1u << 20)
 
 /* Finish io with `result` through the ready list (the callback runs at the
- * next poll, never inside submit). */
+ * next reap or poll, never inside submit). */
 void blk_complete_later(struct blk *b, struct blk_io *io, int result);
 /* Run the callbacks of the ready list; returns how many. */
 unsigned blk_run_ready(struct blk *b);

@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <vdisk.h>
 
 static int run(struct blk *b, struct blk_io *io)
@@ -82,8 +84,10 @@ static void threads_commit(struct blk *b)
 	(void)b;
 }
 
-static unsigned threads_poll(struct blk *b, bool wait)
+static unsigned threads_poll(struct blk *b, bool wait, bool ack)
 {
+	if (ack)
+		blk_ack(b);   /* before taking the list: a later signal is not lost */
 	pthread_mutex_lock(&b->mu);
 	while (wait && !b->finished.head && b->inflight)
 		pthread_cond_wait(&b->done_cond, &b->mu);
@@ -136,9 +140,15 @@ int blk_threads_open(struct blk *b, const struct blk_opts *o, struct terr *err)
 	struct vdisk_open_opts vo = { .format = o->format,
 				      .flags = o->readonly ? 0 : VDISK_OPEN_RDWR };
 	struct vdisk_error ve = { 0 };
+	b->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (b->efd < 0)
+		return terr_set(err, errno, "%s: eventfd: %s", o->id, strerror(errno));
 	int r = vdisk_open(&b->vd, o->path, &vo, &ve);
-	if (r < 0)
+	if (r < 0) {
+		close(b->efd);
+		b->efd = -1;
 		return terr_set(err, -r, "%s: %s", o->id, ve.msg[0] ? ve.msg : strerror(-r));
+	}
 	b->size = vdisk_size(b->vd);
 	uint32_t cs = vdisk_cluster_size(b->vd);
 	b->granularity = cs ? cs : 4096;
@@ -168,5 +178,7 @@ fail:
 	pthread_mutex_destroy(&b->mu);
 	vdisk_close(b->vd);
 	b->vd = NULL;
+	close(b->efd);
+	b->efd = -1;
 	return r;
 }

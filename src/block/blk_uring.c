@@ -4,7 +4,8 @@
  * hole, write-zeroes as a punched hole (may unmap) or a zeroed range, with a
  * fall-back to writing zeroes where the file system has neither. Short
  * transfers and EAGAIN are resubmitted; a read past the end of the file
- * returns zeroes. Completions post to the back end's eventfd. */
+ * returns zeroes. The owner's event loop watches the ring's fd, which polls
+ * readable while completions wait in the completion queue. */
 #include "block/blk_internal.h"
 #include "util/log.h"
 
@@ -162,8 +163,9 @@ static void complete(struct blk *b, struct blk_io *io, int res)
 	}
 }
 
-static unsigned uring_poll(struct blk *b, bool wait)
+static unsigned uring_poll(struct blk *b, bool wait, bool ack)
 {
+	(void)ack;   /* the ring fd is readable exactly while completions wait */
 	unsigned n = 0;
 	for (;;) {
 		struct io_uring_cqe *cqe;
@@ -262,12 +264,6 @@ int blk_uring_open(struct blk *b, const struct blk_opts *o, struct terr *err)
 		io_uring_queue_exit(&b->ring);
 		terr_set(err, ENOSYS, "%s: this kernel's io_uring lacks readv, writev, fsync or "
 			 "fallocate", o->id);
-		r = -ENOSYS;
-		goto fail;
-	}
-	if ((r = io_uring_register_eventfd(&b->ring, b->efd)) < 0) {
-		io_uring_queue_exit(&b->ring);
-		terr_set(err, ENOSYS, "%s: io_uring eventfd registration: %s", o->id, strerror(-r));
 		r = -ENOSYS;
 		goto fail;
 	}

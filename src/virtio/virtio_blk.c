@@ -398,6 +398,10 @@ static void blk_queue_notify(struct virtio_dev *vdev, unsigned q)
 {
 	struct virtio_blk *b = vdev->priv;
 	process_queue(b, q);
+	/* refused requests, and reads the kernel served from its cache during
+	 * the submission, complete now rather than after a trip through the
+	 * event loop */
+	blk_reap(b->be);
 	flush_notify(b);
 }
 
@@ -611,6 +615,14 @@ unsigned virtio_blk_inflight(struct device *d)
 		n += b->queues[q].busy;
 	pthread_mutex_unlock(&b->vdev.lock);
 	return n;
+}
+
+void virtio_blk_hold_completions(struct device *d, bool hold)
+{
+	struct virtio_blk *b = to_blk(d);
+	pthread_mutex_lock(&b->vdev.lock);
+	blk_hold(b->be, hold);
+	pthread_mutex_unlock(&b->vdev.lock);
 }
 
 const char *virtio_blk_engine(struct device *d)

@@ -108,6 +108,9 @@ int virtio_blk_create_from_config(struct vm *vm, struct pci_bus *bus, struct con
 
 /* Requests taken from the queues and not yet completed (tests). */
 unsigned virtio_blk_inflight(struct device *d);
+/* Tests: keep completed requests in flight (see blk_hold) so that pause,
+ * save and reset meet them however fast the host is. */
+void virtio_blk_hold_completions(struct device *d, bool hold);
 /* The back end's engine, "io_uring" or "threads" (tests, logs). */
 const char *virtio_blk_engine(struct device *d);
 

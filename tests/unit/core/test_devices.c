@@ -142,8 +142,9 @@ static int temp_file(char *path, size_t len, uint64_t size)
 }
 
 /* virtio-blk on a temporary raw image, with its driver up and eight 4 KiB
- * writes in flight (submitted, not completed) when the generic test starts:
- * the first save has to complete them, the loads must not resurrect them. */
+ * writes in flight (submitted, their completions held back) when the
+ * generic test starts: the first save has to complete them, the loads must
+ * not resurrect them. */
 static int make_virtio_blk(struct vm *vm, struct device **out, struct terr *err)
 {
 	struct device *host = vm_find_device(vm, "pci.0");
@@ -175,6 +176,8 @@ static int make_virtio_blk(struct vm *vm, struct device **out, struct terr *err)
 	bar_write(vm, bar + VIRTIO_PCI_COMMON_Q_ENABLE, 2, 1);
 	bar_write(vm, bar + VIRTIO_PCI_COMMON_STATUS, 1, VIRTIO_STATUS_ACKNOWLEDGE |
 		  VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
+	/* completions wait until a save (or a reset) takes them */
+	virtio_blk_hold_completions(*out, true);
 	uint8_t *ram = guest_mem_ptr(&vm->mem, desc, 0x20000);
 	if (!ram)
 		return terr_set(err, EINVAL, "no guest RAM for the rings");
@@ -197,8 +200,9 @@ static int make_virtio_blk(struct vm *vm, struct device **out, struct terr *err)
 	uint16_t idx = 8;
 	memcpy(ram + (avail - desc) + 2, &idx, 2);
 	bar_write(vm, bar + VIRTIO_PCI_NOTIFY_OFF, 2, 0);
-	if (virtio_blk_inflight(*out) == 0)
-		return terr_set(err, EINVAL, "blk.0: no request in flight after the kick");
+	if (virtio_blk_inflight(*out) != 8)
+		return terr_set(err, EINVAL, "blk.0: %u requests in flight after the kick, not 8",
+				virtio_blk_inflight(*out));
 	return 0;
 }
 

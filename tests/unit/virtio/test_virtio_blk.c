@@ -815,6 +815,7 @@ static void test_pause_inflight(void **ctx)
 	struct fixture *f = *ctx;
 	enable_decoding(f);
 	bring_up(f);
+	virtio_blk_hold_completions(f->blk, true);
 	for (unsigned s = 0; s < SLOTS; s++) {
 		fill(f, DATA(0, s), 256 * 1024, 200 + s);
 		post_req(f, 0, VIRTIO_BLK_T_OUT, 512ull * s, DATA(0, s), 256 * 1024, false);
@@ -833,6 +834,7 @@ static void test_pause_inflight(void **ctx)
 		evloop_run_once(&f->vm.loop, 10);
 	assert_int_equal(r16(f, USED(0) + 2), SLOTS);
 	assert_int_equal(virtio_blk_inflight(f->blk), 0);
+	virtio_blk_hold_completions(f->blk, false);
 	vm_resume(&f->vm);
 	wait_used(f, 0, SLOTS + 1);
 	assert_true(is_fill(ram(f, DATA(1, 0)), 4096, 200));
@@ -862,14 +864,16 @@ static void save_load_inflight(struct fixture *f)
 {
 	enable_decoding(f);
 	bring_up(f);
+	virtio_blk_hold_completions(f->blk, true);
 	for (unsigned s = 0; s < 12; s++) {
 		fill(f, DATA(0, s), 128 * 1024, 300 + s);
 		post_req(f, 0, VIRTIO_BLK_T_OUT, 256ull * s, DATA(0, s), 128 * 1024, false);
 	}
 	kick(f, 0);
-	assert_true(virtio_blk_inflight(f->blk) > 0);
+	assert_int_equal(virtio_blk_inflight(f->blk), 12);
 	struct state_writer a, b;
 	save(f->blk, &a);
+	virtio_blk_hold_completions(f->blk, false);
 	/* completed by the save, none left in progress */
 	assert_int_equal(virtio_blk_inflight(f->blk), 0);
 	assert_int_equal(r16(f, USED(0) + 2), 12);
@@ -951,6 +955,7 @@ static void test_reset_inflight(void **ctx)
 	struct fixture *f = *ctx;
 	enable_decoding(f);
 	bring_up(f);
+	virtio_blk_hold_completions(f->blk, true);
 	for (unsigned s = 0; s < SLOTS; s++) {
 		fill(f, DATA(0, s), 256 * 1024, 400 + s);
 		post_req(f, 0, VIRTIO_BLK_T_OUT, 512ull * s, DATA(0, s), 256 * 1024, false);
@@ -959,6 +964,7 @@ static void test_reset_inflight(void **ctx)
 	assert_int_equal(virtio_blk_inflight(f->blk), SLOTS);
 	wr(f, VIRTIO_PCI_COMMON_STATUS, 1, 0);
 	assert_int_equal(virtio_blk_inflight(f->blk), 0);
+	virtio_blk_hold_completions(f->blk, false);
 	assert_int_equal(status(f), 0);
 	for (int i = 0; i < 5; i++)
 		evloop_run_once(&f->vm.loop, 10);
@@ -966,7 +972,9 @@ static void test_reset_inflight(void **ctx)
 	assert_int_equal(do_req(f, 0, VIRTIO_BLK_T_IN, 512, DATA(1, 0), 4096), VIRTIO_BLK_S_OK);
 	assert_true(is_fill(ram(f, DATA(1, 0)), 4096, 401));
 	/* system reset too */
+	virtio_blk_hold_completions(f->blk, true);
 	post_req(f, 0, VIRTIO_BLK_T_OUT, 0, DATA(0, 0), 256 * 1024, true);
+	assert_int_equal(virtio_blk_inflight(f->blk), 1);
 	f->blk->ops->reset(f->blk);
 	assert_int_equal(virtio_blk_inflight(f->blk), 0);
 }
