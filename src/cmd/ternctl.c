@@ -578,6 +578,8 @@ static void print_inspect(json_t *o)
 	json_t *v;
 	json_array_foreach(json_object_get(cpu, "features"), i, v) {
 		const char *n = json_string_value(v);
+		if (!n)
+			continue;
 		if (col + strlen(n) + 1 > 100) {
 			printf("\n%-16s", "");
 			col = 17;
