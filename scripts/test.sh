@@ -58,7 +58,9 @@ run_meson "fuzz (brief)" build-fuzz --suite fuzz
 if [ "${TERN_SKIP_NESTED:-0}" != 1 ]; then
 	echo "=== nested (real Linux inside QEMU TCG with nested SVM)"
 	out=$(mktemp)
-	tests/nested/run.sh --tern build/src/cmd/tern ${TERN_NESTED_TESTS:-} 2>&1 | tee "$out"
+	# a generous overall limit: a test that hangs fails alone instead of the
+	# whole nested run being cut off
+	tests/nested/run.sh --tern build/src/cmd/tern --timeout 2700 ${TERN_NESTED_TESTS:-} 2>&1 | tee "$out"
 	rc=${PIPESTATUS[0]}
 	line=$(grep -aE '^[0-9]+ passed, [0-9]+ failed' "$out" | tail -n1)
 	if [ -n "$line" ]; then
