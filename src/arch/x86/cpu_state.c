@@ -203,6 +203,41 @@ static int load_msrs(int fd, unsigned idx, const struct state_reader *r, struct 
 	return ret;
 }
 
+#define MSR_IA32_TSC_DEADLINE 0x6e0
+
+static int reload_tsc_deadline(int fd, unsigned idx, const struct state_reader *r,
+			       struct terr *err)
+{
+	const void *p;
+	size_t len;
+	int ret = sr_bytes(r, "msrs", &p, &len, err);
+	if (ret || !p)
+		return ret;
+	const uint8_t *b = p;
+	for (size_t i = 0; i + 16 <= len; i += 16, b += 16) {
+		uint32_t ix = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
+			      (uint32_t)b[3] << 24;
+		if (ix != MSR_IA32_TSC_DEADLINE)
+			continue;
+		uint64_t v = 0;
+		for (int k = 7; k >= 0; k--)
+			v = v << 8 | b[8 + k];
+		struct {
+			struct kvm_msrs hdr;
+			struct kvm_msr_entry e;
+		} m;
+		memset(&m, 0, sizeof(m));
+		m.hdr.nmsrs = 1;
+		m.e.index = ix;
+		m.e.data = v;
+		if (ioctl(fd, KVM_SET_MSRS, &m) != 1)
+			return terr_set(err, EINVAL, "vcpu.%u: KVM refused the TSC deadline 0x%llx", idx,
+					(unsigned long long)v);
+		break;
+	}
+	return 0;
+}
+
 /* ---- vCPU ---- */
 
 static void save_regs(struct state_writer *w, const struct kvm_regs *g)
@@ -479,6 +514,10 @@ int x86_vcpu_state_load(int fd, unsigned idx, const struct state_reader *r, stru
 		return e;
 	VCPU_IOCTL(fd, KVM_SET_MP_STATE, &mp, "KVM_SET_MP_STATE");
 	VCPU_IOCTL(fd, KVM_SET_LAPIC, &lapic, "KVM_SET_LAPIC");
+	/* setting the LAPIC resets its timer: a TSC-deadline timer is armed
+	 * again by writing its MSR after it, as on real hardware */
+	if ((e = reload_tsc_deadline(fd, idx, r, err)))
+		return e;
 	ev.flags |= KVM_VCPUEVENT_VALID_NMI_PENDING | KVM_VCPUEVENT_VALID_SHADOW;
 	VCPU_IOCTL(fd, KVM_SET_VCPU_EVENTS, &ev, "KVM_SET_VCPU_EVENTS");
 	VCPU_IOCTL(fd, KVM_SET_DEBUGREGS, &dbg, "KVM_SET_DEBUGREGS");
