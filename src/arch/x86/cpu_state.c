@@ -169,6 +169,17 @@ out:
 	return r;
 }
 
+/* One saved MSR record: u32 index, u32 zero, u64 value, little-endian. */
+static void msr_record_get(const uint8_t *b, uint32_t *ix, uint64_t *v)
+{
+	*ix = 0;
+	*v = 0;
+	for (int k = 3; k >= 0; k--)
+		*ix = *ix << 8 | b[k];
+	for (int k = 7; k >= 0; k--)
+		*v = *v << 8 | b[8 + k];
+}
+
 static int load_msrs(int fd, unsigned idx, const struct state_reader *r, struct terr *err)
 {
 	const void *p;
@@ -185,12 +196,9 @@ static int load_msrs(int fd, unsigned idx, const struct state_reader *r, struct 
 		return terr_set(err, ENOMEM, "vcpu.%u: out of memory for MSRs", idx);
 	const uint8_t *b = p;
 	for (unsigned i = 0; i < n; i++, b += 16) {
-		uint32_t ix = 0;
-		uint64_t v = 0;
-		for (int k = 3; k >= 0; k--)
-			ix = ix << 8 | b[k];
-		for (int k = 7; k >= 0; k--)
-			v = v << 8 | b[8 + k];
+		uint32_t ix;
+		uint64_t v;
+		msr_record_get(b, &ix, &v);
 		m->entries[i] = (struct kvm_msr_entry){ .index = ix, .data = v };
 	}
 	m->nmsrs = n;
@@ -215,13 +223,11 @@ static int reload_tsc_deadline(int fd, unsigned idx, const struct state_reader *
 		return ret;
 	const uint8_t *b = p;
 	for (size_t i = 0; i + 16 <= len; i += 16, b += 16) {
-		uint32_t ix = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
-			      (uint32_t)b[3] << 24;
+		uint32_t ix;
+		uint64_t v;
+		msr_record_get(b, &ix, &v);
 		if (ix != MSR_IA32_TSC_DEADLINE)
 			continue;
-		uint64_t v = 0;
-		for (int k = 7; k >= 0; k--)
-			v = v << 8 | b[8 + k];
 		struct {
 			struct kvm_msrs hdr;
 			struct kvm_msr_entry e;
