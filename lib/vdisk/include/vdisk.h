@@ -46,7 +46,7 @@ enum {
 
 struct vdisk_open_opts {
 	uint32_t flags;             /* VDISK_OPEN_* */
-	const char *format;         /* "raw", "qcow2"; NULL with VDISK_OPEN_PROBE */
+	const char *format;         /* "raw", "qcow2", "vdi", "vpc"; NULL with VDISK_OPEN_PROBE */
 	uint64_t l2_cache_bytes;    /* 0: enough for the whole disk, capped at 32 MiB */
 	uint32_t l2_slice_bytes;    /* 0: 4096 */
 	const char *backing_format; /* override for the top image's backing format */
@@ -74,7 +74,7 @@ enum vdisk_compression {
 };
 
 struct vdisk_create_opts {
-	const char *format;            /* "raw" or "qcow2" */
+	const char *format;            /* "raw", "qcow2", "vdi", "vpc" */
 	uint64_t size;                 /* virtual size; 0 with a backing file: its size */
 	int compat;                    /* qcow2: 2 (0.10) or 3 (1.1, default) */
 	uint32_t cluster_size;         /* qcow2: 512..2 MiB, default 64 KiB */
@@ -85,6 +85,9 @@ struct vdisk_create_opts {
 	enum vdisk_compression compression;
 	const char *backing_file;      /* stored as given */
 	const char *backing_format;    /* stored in the header extension */
+	const char *subformat;         /* vpc: "dynamic" (default) or "fixed" */
+	bool force_size;               /* vpc: keep the size as given, not rounded to CHS */
+	bool vdi_static;               /* vdi: "static=on", every block allocated */
 };
 
 int vdisk_create(const char *path, const struct vdisk_create_opts *opts,

@@ -111,6 +111,12 @@ int img_parse_create_opts(const char *s, struct vdisk_create_opts *o)
 			o->backing_file = strdup(v);
 		} else if (!strcmp(kv, "backing_fmt")) {
 			o->backing_format = strdup(v);
+		} else if (!strcmp(kv, "subformat")) {
+			o->subformat = strdup(v);
+		} else if (!strcmp(kv, "force_size")) {
+			o->force_size = on(v);
+		} else if (!strcmp(kv, "static")) {
+			o->vdi_static = on(v);
 		} else {
 			img_error("unknown option '%s'", kv);
 			r = -1;
