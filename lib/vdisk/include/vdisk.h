@@ -88,6 +88,13 @@ struct vdisk_create_opts {
 	const char *subformat;         /* vpc: "dynamic" (default) or "fixed" */
 	bool force_size;               /* vpc: keep the size as given, not rounded to CHS */
 	bool vdi_static;               /* vdi: "static=on", every block allocated */
+	/* vmdk: subformat is monolithicSparse (default), monolithicFlat,
+	 * twoGbMaxExtentSparse, twoGbMaxExtentFlat or streamOptimized */
+	const char *adapter_type;      /* vmdk: ide (default), buslogic, lsilogic, legacyESX */
+	const char *hwversion;         /* vmdk: ddb.virtualHWVersion, default "4" */
+	const char *toolsversion;      /* vmdk: ddb.toolsVersion, default "2147483647" */
+	bool compat6;                  /* vmdk: hwversion 6 */
+	bool zeroed_grain;             /* vmdk: zeroed-grain table entries (GTE 1) */
 };
 
 int vdisk_create(const char *path, const struct vdisk_create_opts *opts,

@@ -117,6 +117,16 @@ int img_parse_create_opts(const char *s, struct vdisk_create_opts *o)
 			o->force_size = on(v);
 		} else if (!strcmp(kv, "static")) {
 			o->vdi_static = on(v);
+		} else if (!strcmp(kv, "adapter_type")) {
+			o->adapter_type = strdup(v);
+		} else if (!strcmp(kv, "hwversion")) {
+			o->hwversion = strdup(v);
+		} else if (!strcmp(kv, "toolsversion")) {
+			o->toolsversion = strdup(v);
+		} else if (!strcmp(kv, "compat6")) {
+			o->compat6 = on(v);
+		} else if (!strcmp(kv, "zeroed_grain")) {
+			o->zeroed_grain = on(v);
 		} else {
 			img_error("unknown option '%s'", kv);
 			r = -1;
