@@ -149,6 +149,24 @@ int vdisk_resize(struct vdisk *d, uint64_t new_size, unsigned flags);
 /* Copy the handle's last error message. */
 const char *vdisk_errmsg(struct vdisk *d, char *buf, size_t len);
 
+/* Change the backing file reference stored in the image (qcow2; other
+ * formats: -ENOTSUP). backing_file NULL or "": no backing file; it is
+ * stored as given (a relative name is resolved against the image's folder);
+ * backing_format NULL: none recorded (the file is probed when opened).
+ * Nothing is copied: what the image reads through unallocated ranges
+ * changes to the new file's content (a safe rebase copies the differing
+ * clusters first). Everything written before the call is made durable
+ * before the header changes. Unless the handle was opened with
+ * VDISK_OPEN_NO_BACKING, the new file is opened (read-only) first, a name
+ * that does not open changes nothing, and the handle reads through it
+ * afterwards. */
+int vdisk_set_backing(struct vdisk *d, const char *backing_file,
+                      const char *backing_format);
+/* Drop every mapping of the image itself (qcow2; others: -ENOTSUP), so
+ * that all of it reads from the backing file again (zero without one):
+ * what `commit` leaves in the top image. */
+int vdisk_make_empty(struct vdisk *d);
+
 /* ---- info ----------------------------------------------------------- */
 
 struct vdisk_info {

@@ -151,6 +151,11 @@ int qcow2_update_incompat(struct vdisk *d, struct qcow2 *q, uint64_t set, uint64
 int qcow2_backing_name_ok(const char *name, char *why, size_t whylen);
 void qcow2_free_exts(struct qcow2 *q);
 
+/* qcow2_backing.c */
+int qcow2_open_backing(struct vdisk *d, const char *name, const char *fmt,
+                       const struct vdisk_open_opts *o, struct vdisk **out);
+int qcow2_set_backing(struct vdisk *d, const char *name, const char *fmt);
+
 /* qcow2_refcount.c */
 int qcow2_get_refcount(struct vdisk *d, uint64_t cluster, uint64_t *rc);
 int qcow2_update_refcount(struct vdisk *d, uint64_t off, uint64_t len, int64_t delta);

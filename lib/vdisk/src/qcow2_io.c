@@ -434,8 +434,9 @@ static int qcow2_pwritev(struct vdisk *d, const struct iovec *iov, int cnt,
 }
 
 /* Zero or discard whole clusters; partial clusters are written as zeroes
- * (write_zeroes) or left alone (discard). */
-static int zero_range(struct vdisk *d, uint64_t off, uint64_t len, bool discard)
+ * (write_zeroes) or left alone (discard). `empty` (with discard): the
+ * clusters become unallocated, reading from the backing file again. */
+static int zero_range(struct vdisk *d, uint64_t off, uint64_t len, bool discard, bool empty)
 {
 	struct qcow2 *q = Q(d);
 	uint64_t cs = q->cluster_size;
@@ -460,7 +461,7 @@ static int zero_range(struct vdisk *d, uint64_t off, uint64_t len, bool discard)
 	if (a >= b)
 		return 0;
 	bool v2_backed = q->version < 3 && d->backing;
-	if (v2_backed) {
+	if (v2_backed && !empty) {
 		if (discard)
 			return 0;
 		/* v2 cannot express zero over a backing file: write zeroes */
@@ -481,7 +482,9 @@ static int zero_range(struct vdisk *d, uint64_t off, uint64_t len, bool discard)
 		if ((r = lookup(d, p, &e, &bm)) < 0)
 			break;
 		uint64_t ne, nbm = 0;
-		if (q->ext_l2) {
+		if (empty) {
+			ne = 0;
+		} else if (q->ext_l2) {
 			ne = 0;
 			nbm = 0xffffffffull << 32;
 			if (!d->backing && discard)
@@ -510,12 +513,17 @@ static int zero_range(struct vdisk *d, uint64_t off, uint64_t len, bool discard)
 static int qcow2_write_zeroes(struct vdisk *d, uint64_t off, uint64_t len, unsigned flags)
 {
 	(void)flags;
-	return zero_range(d, off, len, false);
+	return zero_range(d, off, len, false, false);
 }
 
 static int qcow2_discard(struct vdisk *d, uint64_t off, uint64_t len)
 {
-	return zero_range(d, off, len, true);
+	return zero_range(d, off, len, true, false);
+}
+
+static int qcow2_make_empty(struct vdisk *d)
+{
+	return zero_range(d, 0, d->size, true, true);
 }
 
 /* Sector-granular allocation for compressed data, packed into shared
@@ -717,4 +725,6 @@ const struct vdisk_ops vdisk_qcow2_ops = {
 	.snap_apply = qcow2_snap_apply,
 	.snap_delete = qcow2_snap_delete,
 	.snap_vmstate = qcow2_snap_vmstate,
+	.set_backing = qcow2_set_backing,
+	.make_empty = qcow2_make_empty,
 };

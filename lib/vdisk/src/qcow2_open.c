@@ -2,7 +2,6 @@
 /* qcow2 open, close, info, resize. */
 #include "qcow2.h"
 
-#include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -91,44 +90,6 @@ static int check_layout(struct vdisk *d, struct qcow2 *q)
 			              (unsigned long long)i, (unsigned long long)o, ov);
 	}
 	return 0;
-}
-
-static int open_backing(struct vdisk *d, struct qcow2 *q, const struct vdisk_open_opts *o)
-{
-	char why[1200];
-	int r = qcow2_backing_name_ok(q->backing_name, why, sizeof(why));
-	if (r < 0)
-		return vd_err(d, r, "'%s': %s (refused)", d->path, why);
-	char *path;
-	if (q->backing_name[0] == '/') {
-		path = strdup(q->backing_name);
-	} else {
-		char *dup = strdup(d->path);
-		if (!dup)
-			return -ENOMEM;
-		const char *dir = dirname(dup);
-		size_t n = strlen(dir) + strlen(q->backing_name) + 2;
-		path = malloc(n);
-		if (path)
-			snprintf(path, n, "%s/%s", dir, q->backing_name);
-		free(dup);
-	}
-	if (!path)
-		return vd_err(d, -ENOMEM, "out of memory");
-	struct vdisk_open_opts bo = {
-		.flags = (o->flags & (VDISK_OPEN_DIRECT | VDISK_OPEN_NO_LOCK)),
-		.format = (d->depth == 0 && o->backing_format) ? o->backing_format : q->backing_fmt,
-		.l2_cache_bytes = o->l2_cache_bytes,
-		.l2_slice_bytes = o->l2_slice_bytes,
-	};
-	if (!bo.format)
-		bo.flags |= VDISK_OPEN_PROBE;
-	struct vdisk_error err;
-	r = vd_open_internal(&d->backing, path, &bo, d->depth + 1, &err);
-	if (r < 0)
-		r = vd_err(d, r, "'%s': opening backing file '%s': %s", d->path, path, err.msg);
-	free(path);
-	return r;
 }
 
 int qcow2_open(struct vdisk *d, const struct vdisk_open_opts *o)
@@ -223,7 +184,10 @@ int qcow2_open(struct vdisk *d, const struct vdisk_open_opts *o)
 	q->file_end = fsize;
 
 	if (q->backing_name && !(o->flags & VDISK_OPEN_NO_BACKING) &&
-	    (r = open_backing(d, q, o)) < 0)
+	    (r = qcow2_open_backing(d, q->backing_name,
+	                            (d->depth == 0 && o->backing_format) ? o->backing_format
+	                                                                 : q->backing_fmt,
+	                            o, &d->backing)) < 0)
 		goto fail;
 
 	if (d->rw) {

@@ -351,6 +351,39 @@ int vdisk_resize(struct vdisk *d, uint64_t size, unsigned flags)
 	return r;
 }
 
+int vdisk_set_backing(struct vdisk *d, const char *name, const char *fmt)
+{
+	if (!d->rw)
+		return vd_err(d, -EBADF, "image '%s' is open read-only", d->path);
+	if (!d->ops->set_backing)
+		return vd_err(d, -ENOTSUP, "format %s has no backing file reference", d->ops->name);
+	if (name && !*name)
+		name = NULL;
+	if (fmt && !*fmt)
+		fmt = NULL;
+	if (!name && fmt)
+		return vd_err(d, -EINVAL, "a backing format ('%s') without a backing file", fmt);
+	struct rl_node n;
+	whole(d, &n);
+	int r = d->ops->set_backing(d, name, fmt);
+	rangelock_unlock(&d->rl, &n);
+	return r;
+}
+
+int vdisk_make_empty(struct vdisk *d)
+{
+	if (!d->rw)
+		return vd_err(d, -EBADF, "image '%s' is open read-only", d->path);
+	if (!d->ops->make_empty)
+		return vd_err(d, -ENOTSUP, "format %s cannot be emptied into a backing file",
+		              d->ops->name);
+	struct rl_node n;
+	whole(d, &n);
+	int r = d->ops->make_empty(d);
+	rangelock_unlock(&d->rl, &n);
+	return r;
+}
+
 int vdisk_info(struct vdisk *d, struct vdisk_info *info)
 {
 	memset(info, 0, sizeof(*info));

@@ -41,6 +41,9 @@ struct vdisk_ops {
 	int (*snap_delete)(struct vdisk *d, const char *name);
 	int (*snap_vmstate)(struct vdisk *d, const char *name, void *buf,
 	                    uint64_t len, uint64_t off);
+	/* name NULL: no backing file; see vdisk_set_backing() */
+	int (*set_backing)(struct vdisk *d, const char *name, const char *fmt);
+	int (*make_empty)(struct vdisk *d); /* see vdisk_make_empty() */
 };
 
 extern const struct vdisk_ops vdisk_raw_ops;

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* resize, snapshot, rebase, commit */
+/* resize, snapshot */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,20 +125,4 @@ int img_snapshot(int argc, char **argv)
 			return fail_d(d, "Could not delete snapshot");
 	}
 	return vdisk_close(d) < 0;
-}
-
-int img_rebase(int argc, char **argv)
-{
-	(void)argc;
-	(void)argv;
-	img_error("rebase is not implemented yet");
-	return 1;
-}
-
-int img_commit(int argc, char **argv)
-{
-	(void)argc;
-	(void)argv;
-	img_error("commit is not implemented yet");
-	return 1;
 }
