@@ -5,7 +5,9 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/membarrier.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
@@ -203,28 +205,66 @@ int guest_mem_create_from(struct guest_mem *m, uint64_t size, const struct guest
 }
 
 /* --- dirty tracking of tern's own writes (src/migration) --- */
-void guest_mem_note_write(const struct guest_mem *m, const void *hva, size_t len)
+void guest_mem_note_write_slow(const struct guest_mem *m, const void *hva, size_t len)
 {
-	if (!__atomic_load_n(&m->host_dirty_on, __ATOMIC_ACQUIRE) || !len)
+	uint64_t *bits = __atomic_load_n(&m->host_dirty, __ATOMIC_ACQUIRE);
+	if (!bits || !len)
 		return;
 	const uint8_t *p = hva;
-	if (p < m->base || p - m->base >= (ptrdiff_t)m->size || len > m->size - (uint64_t)(p - m->base))
+	for (unsigned i = 0; i < m->nregions; i++) {
+		const struct guest_region *g = &m->regions[i];
+		if (!g->hva || p < g->hva || (uint64_t)(p - g->hva) >= g->size ||
+		    len > g->size - (uint64_t)(p - g->hva))
+			continue;
+		uint64_t at = g->offset + (uint64_t)(p - g->hva);
+		if (at + len > m->size)
+			return;
+		for (uint64_t pg = at / 4096, last = (at + len - 1) / 4096; pg <= last; pg++)
+			__atomic_fetch_or(&bits[pg / 64], 1ull << (pg % 64), __ATOMIC_RELEASE);
 		return;
-	uint64_t first = (uint64_t)(p - m->base) / 4096, last = ((uint64_t)(p - m->base) + len - 1) / 4096;
-	for (uint64_t pg = first; pg <= last; pg++)
-		__atomic_fetch_or(&m->host_dirty[pg / 64], 1ull << (pg % 64), __ATOMIC_RELEASE);
+	}
+}
+
+/* A full barrier on every thread of the process (see memory.h): the
+ * expedited private command where the kernel has it (registered once), else
+ * the global one; without membarrier at all, a fence here only (x86 writers
+ * drain their store buffers long before the first pass reads the page). */
+static void barrier_all_threads(void)
+{
+	static int mode = -1;   /* -1 unknown, 0 none, 1 private expedited, 2 global */
+	int cur = __atomic_load_n(&mode, __ATOMIC_ACQUIRE);
+	if (cur < 0) {
+		long q = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0);
+		cur = 0;
+		if (q > 0 && (q & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+		    syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0) == 0)
+			cur = 1;
+		else if (q > 0 && (q & MEMBARRIER_CMD_GLOBAL))
+			cur = 2;
+		__atomic_store_n(&mode, cur, __ATOMIC_RELEASE);
+	}
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (cur == 1)
+		syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0);
+	else if (cur == 2)
+		syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0);
 }
 
 int guest_mem_track_host_writes(struct guest_mem *m, bool on)
 {
+	size_t words = (m->size / 4096 + 63) / 64;
 	if (on && !m->host_dirty) {
-		m->host_dirty = calloc((m->size / 4096 + 63) / 64, sizeof(uint64_t));
-		if (!m->host_dirty)
+		uint64_t *b = calloc(words ? words : 1, sizeof(uint64_t));
+		if (!b)
 			return -ENOMEM;
+		__atomic_store_n(&m->host_dirty, b, __ATOMIC_RELEASE);
+	} else if (on) {
+		for (size_t i = 0; i < words; i++)
+			__atomic_store_n(&m->host_dirty[i], 0, __ATOMIC_RELAXED);
 	}
-	if (on)
-		memset(m->host_dirty, 0, (m->size / 4096 + 63) / 64 * sizeof(uint64_t));
 	__atomic_store_n(&m->host_dirty_on, on, __ATOMIC_SEQ_CST);
+	if (on)
+		barrier_all_threads();
 	return 0;
 }
 

@@ -76,9 +76,27 @@ int guest_mem_read(const struct guest_mem *m, uint64_t gpa, void *dst, uint64_t 
  * KVM's dirty log sees the guest's writes only. Code that writes guest RAM
  * from the host (a device filling a receive buffer, a used ring) calls this
  * AFTER the write, so that a migration in progress sends the page again.
- * One atomic load when no migration runs. */
-void guest_mem_note_write(const struct guest_mem *m, const void *hva, size_t len);
-/* Start (allocating the bitmap) or stop recording; a migration only. */
+ * hva..hva+len must lie in one RAM region (anything else is ignored); the
+ * page recorded is the page of the backing (region offset), so regions need
+ * not be slices of one mapping. Any thread may call it (the bits are set
+ * atomically); one atomic load when no migration runs. The virtio devices
+ * reach it through the virtqueue layer (vq_chain_copy_to, vq_chain_note_in,
+ * the used-ring writes). */
+void guest_mem_note_write_slow(const struct guest_mem *m, const void *hva, size_t len);
+static inline void guest_mem_note_write(const struct guest_mem *m, const void *hva, size_t len)
+{
+	if (__atomic_load_n(&m->host_dirty_on, __ATOMIC_ACQUIRE) && len)
+		guest_mem_note_write_slow(m, hva, len);
+}
+static inline bool guest_mem_tracking_host_writes(const struct guest_mem *m)
+{
+	return __atomic_load_n(&m->host_dirty_on, __ATOMIC_ACQUIRE);
+}
+/* Start (allocating the bitmap) or stop recording; a migration only.
+ * Starting returns after every thread of the process has passed a full
+ * memory barrier (membarrier), so a writer that still saw recording off
+ * had its write visible before the caller reads any page: the cheap check
+ * above needs no fence of its own. */
 int guest_mem_track_host_writes(struct guest_mem *m, bool on);
 /* Move the recorded bits of pages [first, first + 64 * nwords) of RAM (by
  * offset in the backing, first a multiple of 64) into out (OR), clearing

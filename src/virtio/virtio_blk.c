@@ -25,6 +25,7 @@ struct vblk_req {
 	unsigned iov_cap;
 	uint8_t *status;             /* the chain's last device-writable byte */
 	uint32_t written;            /* used length when the request succeeds */
+	bool dma_in;                 /* a read was submitted: the back end writes the data part */
 	uint64_t sector;             /* for messages */
 	struct vblk_req *next_free;
 };
@@ -121,6 +122,12 @@ static void finish(struct vblk_req *rq, uint8_t status)
 	unsigned q = rq->q;
 	if (rq->status)
 		*(volatile uint8_t *)rq->status = status;
+	/* for a live migration: the data a read brought in (whatever the
+	 * outcome: a failed read may have written part of it) and the status */
+	if (rq->dma_in)
+		vq_chain_note_in(&rq->chain, 0, rq->chain.in_len);
+	else if (rq->status)
+		vq_chain_note_in(&rq->chain, rq->chain.in_len - 1, 1);
 	vq_push(&b->vdev.vqs[q], rq->chain.head,
 		status == VIRTIO_BLK_S_OK ? rq->written : (rq->status ? 1 : 0));
 	b->notify_mask |= 1ull << q;
@@ -138,6 +145,8 @@ static void io_done(void *opaque, struct blk_io *io)
 	struct virtio_blk *b = rq->blk;
 	(void)opaque;
 	if (b->dropping) {
+		if (rq->dma_in)   /* the guest never sees it, but its RAM changed */
+			vq_chain_note_in(&rq->chain, 0, rq->chain.in_len);
 		req_put(rq);
 		return;
 	}
@@ -246,6 +255,7 @@ static void do_rw(struct virtio_blk *b, struct vblk_req *rq, bool write, uint64_
 		return;
 	}
 	rq->written = write ? 1 : (uint32_t)len + 1;
+	rq->dma_in = !write;
 	submit(b, rq, write ? BLK_WRITE : BLK_READ, sector, len, 0);
 }
 
@@ -301,6 +311,7 @@ static void handle(struct virtio_blk *b, struct vblk_req *rq)
 {
 	struct vq_chain *c = &rq->chain;
 	rq->status = NULL;
+	rq->dma_in = false;
 	rq->written = 1;
 	rq->sector = 0;
 	if (c->in_len == 0) {

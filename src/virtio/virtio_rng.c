@@ -56,6 +56,7 @@ static void rng_queue_notify(struct virtio_dev *vdev, unsigned q)
 			if (got < want)
 				break;
 		}
+		vq_chain_note_in(c, 0, written);   /* filled through the iovecs */
 		vq_push(vq, c->head, written);
 		pushed = true;
 	}

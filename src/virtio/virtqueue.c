@@ -32,19 +32,26 @@ static inline uint16_t ld16(const uint8_t *p)
 	return le16toh(__atomic_load_n((const uint16_t *)(const void *)p, __ATOMIC_RELAXED));
 }
 
-static inline void st16(uint8_t *p, uint16_t v)
+/* Every store into the used ring is recorded for a live migration (after
+ * the store; one atomic load when no migration runs). */
+static inline void st16(const struct virtqueue *vq, uint8_t *p, uint16_t v)
 {
 	__atomic_store_n((uint16_t *)(void *)p, htole16(v), __ATOMIC_RELAXED);
+	guest_mem_note_write(vq->mem, p, 2);
 }
 
-static inline void st16_release(uint8_t *p, uint16_t v)
+static inline void st16_release(const struct virtqueue *vq, uint8_t *p, uint16_t v)
 {
 	__atomic_store_n((uint16_t *)(void *)p, htole16(v), __ATOMIC_RELEASE);
+	guest_mem_note_write(vq->mem, p, 2);
 }
 
-static inline void st32(uint8_t *p, uint32_t v)
+/* A used element: id and len. */
+static inline void st_elem(const struct virtqueue *vq, uint8_t *e, uint32_t id, uint32_t len)
 {
-	__atomic_store_n((uint32_t *)(void *)p, htole32(v), __ATOMIC_RELAXED);
+	__atomic_store_n((uint32_t *)(void *)e, htole32(id), __ATOMIC_RELAXED);
+	__atomic_store_n((uint32_t *)(void *)(e + 4), htole32(len), __ATOMIC_RELAXED);
+	guest_mem_note_write(vq->mem, e, 8);
 }
 
 /* Fetch a descriptor exactly once: copy it, then a compiler barrier so every
@@ -262,6 +269,7 @@ static int walk(struct virtqueue *vq, uint16_t head, struct vq_chain *c)
 	uint16_t idx = head;
 	struct desc d;
 
+	c->mem = vq->mem;
 	c->head = head;
 	c->nout = c->nin = 0;
 	c->out_len = c->in_len = 0;
@@ -383,7 +391,7 @@ int vq_pop(struct virtqueue *vq, struct vq_chain *c)
 		return r;
 	vq->last_avail_idx++;
 	if (has_feature(vq, VIRTIO_F_EVENT_IDX) && vq->notify_enabled)
-		st16(avail_event_ptr(vq), vq->last_avail_idx);
+		st16(vq, avail_event_ptr(vq), vq->last_avail_idx);
 	return 1;
 }
 
@@ -394,8 +402,7 @@ int vq_push(struct virtqueue *vq, uint16_t head, uint32_t written)
 	if (head >= vq->size)
 		return -EINVAL;
 	uint8_t *e = vq->used + 4 + 8u * (vq->used_idx & (vq->size - 1));
-	st32(e, head);
-	st32(e + 4, written);
+	st_elem(vq, e, head, written);
 	uint16_t old = vq->used_idx, new = (uint16_t)(old + 1);
 	vq->used_idx = new;
 	/* If notifications were suppressed for so long that the free-running
@@ -404,7 +411,7 @@ int vq_push(struct virtqueue *vq, uint16_t head, uint32_t written)
 	if ((int16_t)(new - vq->signalled_used) < (uint16_t)(new - old))
 		vq->signalled_used_valid = false;
 	/* Element before index: the driver reads idx with acquire. */
-	st16_release(vq->used + 2, new);
+	st16_release(vq, vq->used + 2, new);
 	return 0;
 }
 
@@ -420,14 +427,13 @@ int vq_push_batch(struct virtqueue *vq, const uint16_t *heads, const uint32_t *l
 	uint16_t old = vq->used_idx, new = (uint16_t)(old + n);
 	for (unsigned i = 0; i < n; i++) {
 		uint8_t *e = vq->used + 4 + 8u * ((uint16_t)(old + i) & (vq->size - 1));
-		st32(e, heads[i]);
-		st32(e + 4, lens[i]);
+		st_elem(vq, e, heads[i], lens[i]);
 	}
 	vq->used_idx = new;
 	if ((int16_t)(new - vq->signalled_used) < (uint16_t)(new - old))
 		vq->signalled_used_valid = false;
 	/* Elements before index, once for all of them. */
-	st16_release(vq->used + 2, new);
+	st16_release(vq, vq->used + 2, new);
 	return 0;
 }
 
@@ -466,7 +472,7 @@ void vq_notify_disable(struct virtqueue *vq)
 {
 	vq->notify_enabled = false;
 	if (vq->ready && !has_feature(vq, VIRTIO_F_EVENT_IDX))
-		st16(vq->used, VIRTQ_USED_F_NO_NOTIFY);
+		st16(vq, vq->used, VIRTQ_USED_F_NO_NOTIFY);
 }
 
 bool vq_notify_enable(struct virtqueue *vq)
@@ -475,9 +481,9 @@ bool vq_notify_enable(struct virtqueue *vq)
 	if (!vq->ready)
 		return false;
 	if (has_feature(vq, VIRTIO_F_EVENT_IDX))
-		st16(avail_event_ptr(vq), ld16(vq->avail + 2));
+		st16(vq, avail_event_ptr(vq), ld16(vq->avail + 2));
 	else
-		st16(vq->used, 0);
+		st16(vq, vq->used, 0);
 	/* Publish before re-reading avail->idx: a buffer added meanwhile was
 	 * either seen here or the driver saw our request and kicks. */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
@@ -512,10 +518,30 @@ uint32_t vq_chain_copy_to(const struct vq_chain *c, uint32_t off, const void *sr
 		}
 		uint32_t n = l - off < len - done ? l - off : len - done;
 		memcpy((uint8_t *)c->iov[i].iov_base + off, (const uint8_t *)src + done, n);
+		if (c->mem)
+			guest_mem_note_write(c->mem, (uint8_t *)c->iov[i].iov_base + off, n);
 		done += n;
 		off = 0;
 	}
 	return done;
+}
+
+void vq_chain_note_in(const struct vq_chain *c, uint32_t off, uint32_t len)
+{
+	if (!c->mem || !guest_mem_tracking_host_writes(c->mem))
+		return;
+	uint32_t done = 0;
+	for (unsigned i = c->nout; i < c->nout + c->nin && done < len; i++) {
+		uint32_t l = (uint32_t)c->iov[i].iov_len;
+		if (off >= l) {
+			off -= l;
+			continue;
+		}
+		uint32_t n = l - off < len - done ? l - off : len - done;
+		guest_mem_note_write(c->mem, (uint8_t *)c->iov[i].iov_base + off, n);
+		done += n;
+		off = 0;
+	}
 }
 
 /* --- save / load --- */

@@ -45,6 +45,7 @@
  * the device-writable ones. Zero-length descriptors are dropped. The array is
  * owned by the chain and reused across pops; vq_chain_free releases it. */
 struct vq_chain {
+	const struct guest_mem *mem;  /* the queue's RAM (dirty tracking of writes) */
 	uint16_t head;            /* descriptor index to hand back to vq_push */
 	unsigned nout, nin;
 	uint32_t out_len, in_len; /* bytes (a chain holds at most 4 GiB - 1) */
@@ -143,6 +144,17 @@ bool vq_notify_enable(struct virtqueue *vq);
 /* Copy helpers over a chain's iovecs. */
 uint32_t vq_chain_copy_from(const struct vq_chain *c, uint32_t off, void *dst, uint32_t len);
 uint32_t vq_chain_copy_to(const struct vq_chain *c, uint32_t off, const void *src, uint32_t len);
+
+/* Dirty tracking of the device's writes to guest RAM (a live migration must
+ * send those pages again; KVM's dirty log sees only the guest's writes).
+ * The virtqueue layer records by itself everything it writes: the used ring
+ * (elements, idx, flags, avail_event) and vq_chain_copy_to. A device or back
+ * end that writes through the chain's iovecs directly (virtio-rng filling
+ * them, virtio-blk's status byte and the disk reads into them) calls
+ * vq_chain_note_in once the bytes [off, off + len) of the chain's writable
+ * part are written, before the chain is pushed; any thread may call it. One
+ * atomic load when no migration runs. */
+void vq_chain_note_in(const struct vq_chain *c, uint32_t off, uint32_t len);
 
 /* Every guest-visible field of the queue, as tagged fields. */
 void vq_save(const struct virtqueue *vq, struct state_writer *w);

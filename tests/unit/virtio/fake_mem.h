@@ -2,7 +2,9 @@
  * are plain malloc'd buffers, plus a tiny "driver" that lays out a split
  * virtqueue in it. Region 0 is [0, 64K) and region 1 is [64K, 128K): adjacent
  * in guest-physical terms but separate host buffers, so anything straddling
- * 0x10000 must be refused by the one-region rule. With `huge`, region 2 is a
+ * 0x10000 must be refused by the one-region rule (region 1 is at offset 64K
+ * of the "backing", so the page of a dirty-tracking bit is gpa / 4096 for
+ * both). With `huge`, region 2 is a
  * 3 GiB PROT_NONE reservation at 4 GiB: descriptors may point into it (the
  * walker never touches buffers) to build chains longer than 4 GiB. */
 #ifndef TERN_TESTS_VIRTIO_FAKE_MEM_H
@@ -42,7 +44,8 @@ static inline void fm_init(struct fake_mem *f, int huge)
 	f->m.fd = -1;
 	f->m.nregions = 2;
 	f->m.regions[0] = (struct guest_region){ .gpa = 0, .size = FM_REGION, .hva = f->r0 };
-	f->m.regions[1] = (struct guest_region){ .gpa = FM_REGION, .size = FM_REGION, .hva = f->r1 };
+	f->m.regions[1] = (struct guest_region){ .gpa = FM_REGION, .size = FM_REGION,
+						 .offset = FM_REGION, .hva = f->r1 };
 	f->m.size = 2 * FM_REGION;
 	if (huge) {
 		f->huge = mmap(NULL, FM_HUGE_SIZE, PROT_NONE,

@@ -2,7 +2,8 @@
  * chains, every hostile layout the device must survive (each one breaks the
  * queue exactly once, calls the owner back, and touches nothing outside
  * guest RAM), notification suppression with and without event index, index
- * wrap-around, and save/load in the middle of a stream. */
+ * wrap-around, save/load in the middle of a stream, and the dirty tracking
+ * of what the device writes (a live migration must send those pages). */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -772,6 +773,118 @@ static void test_load_malformed(void **ctx)
 	sw_free(&w);
 }
 
+/* --- dirty tracking for live migration (guest_mem_note_write) --- */
+
+/* The pages recorded since the last call (RAM is 32 pages: one word). */
+static uint64_t dirty_pages(struct fx *x)
+{
+	uint64_t w = 0;
+	guest_mem_take_host_writes(&x->f.m, 0, &w, 1);
+	return w;
+}
+
+#define PG(gpa) (1ull << ((gpa) / 4096))
+
+/* One chain: a readable header on page 4, a writable buffer across pages 5
+ * and 6, a writable buffer on page 0x11 (region 1). */
+static void offer_rw_chain(struct fx *x)
+{
+	fm_desc(&x->f, FM_DESC, 0, FM_BUF, 16, VIRTQ_DESC_F_NEXT, 1);
+	fm_desc(&x->f, FM_DESC, 1, 0x5f00, 0x200, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 2);
+	fm_desc(&x->f, FM_DESC, 2, 0x11000, 0x1000, VIRTQ_DESC_F_WRITE, 0);
+	fm_offer(&x->f, FM_AVAIL, QS, 0);
+	assert_int_equal(vq_pop(&x->vq, &x->c), 1);
+}
+
+static void test_dirty_completion(void **ctx)
+{
+	struct fx *x = *ctx;
+	uint8_t data[0x300];
+	memset(data, 0xab, sizeof(data));
+	enable_ok(x, 0);
+
+	/* tracking off (after having been on: the bitmap exists): nothing */
+	assert_int_equal(guest_mem_track_host_writes(&x->f.m, true), 0);
+	assert_int_equal(guest_mem_track_host_writes(&x->f.m, false), 0);
+	offer_rw_chain(x);
+	assert_int_equal(vq_chain_copy_to(&x->c, 0, data, sizeof(data)), sizeof(data));
+	vq_chain_note_in(&x->c, 0, x->c.in_len);
+	assert_int_equal(vq_push(&x->vq, 0, sizeof(data)), 0);
+	assert_int_equal(dirty_pages(x), 0);
+
+	/* on: exactly the pages written (0x5f00..0x60ff: pages 5 and 6; the
+	 * first 0x100 bytes at 0x11000) and the used ring's page */
+	assert_int_equal(guest_mem_track_host_writes(&x->f.m, true), 0);
+	offer_rw_chain(x);
+	assert_int_equal(dirty_pages(x), 0);   /* popping writes nothing here */
+	assert_int_equal(vq_chain_copy_to(&x->c, 0, data, sizeof(data)), sizeof(data));
+	assert_int_equal(vq_push(&x->vq, 0, sizeof(data)), 0);
+	assert_int_equal(dirty_pages(x), PG(0x5000) | PG(0x6000) | PG(0x11000) | PG(FM_USED));
+
+	/* a write inside one page marks that page only */
+	offer_rw_chain(x);
+	assert_int_equal(vq_chain_copy_to(&x->c, 0, data, 0x100), 0x100);
+	assert_int_equal(dirty_pages(x), PG(0x5000));
+	assert_int_equal(vq_push(&x->vq, 0, 0x100), 0);
+	assert_int_equal(dirty_pages(x), PG(FM_USED));
+
+	/* a device writing through the iovecs says what it wrote: the last
+	 * writable byte (a status byte) is on page 0x11 */
+	offer_rw_chain(x);
+	vq_chain_note_in(&x->c, x->c.in_len - 1, 1);
+	assert_int_equal(dirty_pages(x), PG(0x11000));
+	vq_chain_note_in(&x->c, 0x1ff, 2);   /* the end of one buffer, the start of the next */
+	assert_int_equal(dirty_pages(x), PG(0x6000) | PG(0x11000));
+	vq_chain_note_in(&x->c, 0, x->c.in_len);
+	assert_int_equal(dirty_pages(x), PG(0x5000) | PG(0x6000) | PG(0x11000));
+	vq_chain_note_in(&x->c, x->c.in_len, 10);   /* past the end: nothing */
+	assert_int_equal(dirty_pages(x), 0);
+	assert_int_equal(vq_push(&x->vq, 0, 1), 0);
+	assert_int_equal(dirty_pages(x), PG(FM_USED));
+
+	/* a batch, and notification suppression, write the used ring only */
+	offer_rw_chain(x);
+	uint16_t heads[1] = { 0 };
+	uint32_t lens[1] = { 0 };
+	assert_int_equal(vq_push_batch(&x->vq, heads, lens, 1), 0);
+	assert_int_equal(dirty_pages(x), PG(FM_USED));
+	vq_notify_disable(&x->vq);
+	assert_int_equal(dirty_pages(x), PG(FM_USED));
+	vq_notify_enable(&x->vq);
+	assert_int_equal(dirty_pages(x), PG(FM_USED));
+
+	assert_int_equal(guest_mem_track_host_writes(&x->f.m, false), 0);
+	offer_rw_chain(x);
+	assert_int_equal(vq_chain_copy_to(&x->c, 0, data, sizeof(data)), sizeof(data));
+	assert_int_equal(vq_push(&x->vq, 0, sizeof(data)), 0);
+	assert_int_equal(dirty_pages(x), 0);
+	free(x->f.m.host_dirty);
+	x->f.m.host_dirty = NULL;
+}
+
+/* With event index, popping moves avail_event, in the used ring; buffers in
+ * an indirect table are marked like direct ones. */
+static void test_dirty_event_idx_indirect(void **ctx)
+{
+	struct fx *x = *ctx;
+	enable_ok(x, F_EVENT | F_INDIRECT);
+	assert_int_equal(guest_mem_track_host_writes(&x->f.m, true), 0);
+	const uint64_t tbl = 0x8000;
+	fm_desc(&x->f, tbl, 0, FM_BUF, 16, VIRTQ_DESC_F_NEXT, 1);
+	fm_desc(&x->f, tbl, 1, 0x12ff0, 0x20, VIRTQ_DESC_F_WRITE, 0);   /* pages 0x12, 0x13 */
+	fm_desc(&x->f, FM_DESC, 4, tbl, 32, VIRTQ_DESC_F_INDIRECT, 0);
+	fm_offer(&x->f, FM_AVAIL, QS, 4);
+	assert_int_equal(vq_pop(&x->vq, &x->c), 1);
+	assert_int_equal(dirty_pages(x), PG(FM_USED));   /* avail_event */
+	uint8_t v[0x20] = { 1 };
+	assert_int_equal(vq_chain_copy_to(&x->c, 0, v, sizeof(v)), sizeof(v));
+	assert_int_equal(vq_push(&x->vq, 4, sizeof(v)), 0);
+	assert_int_equal(dirty_pages(x), PG(0x12000) | PG(0x13000) | PG(FM_USED));
+	assert_int_equal(guest_mem_track_host_writes(&x->f.m, false), 0);
+	free(x->f.m.host_dirty);
+	x->f.m.host_dirty = NULL;
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 #define TH(f) cmocka_unit_test_setup_teardown(f, setup_with_huge, teardown)
 
@@ -814,6 +927,8 @@ int main(void)
 		T(test_save_load_mid_stream),
 		T(test_load_revalidates),
 		T(test_load_malformed),
+		T(test_dirty_completion),
+		T(test_dirty_event_idx_indirect),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
