@@ -19,6 +19,9 @@
 #                     checks the tests themselves against the anchor
 #   --timeout SECS    overall limit; QEMU is killed past it (default 1200)
 #   --test-timeout S  default per-test limit (default 300)
+#   --stall SECS      a machine silent for SECS during a test is stuck: it is
+#                     killed, the test tried once more in a fresh machine
+#                     and the remaining tests run there (default 240)
 #   --memory SIZE     outer machine memory (default 4G)
 #   --smp N           outer machine vCPUs (default 2)
 #   --run-dir DIR     where this run's outer initrd, console log
@@ -44,6 +47,7 @@ with_qemu=1
 vmm=tern
 overall=1200
 test_timeout=300
+stall=240
 memory=4G
 smp=2
 rundir=$WORK/run
@@ -60,12 +64,13 @@ while [ $# -gt 0 ]; do
                case $vmm in tern|qemu) ;; *) die "--vmm: want tern or qemu, not '$vmm'" ;; esac ;;
         --timeout) overall=${2:?}; shift 2 ;;
         --test-timeout) test_timeout=${2:?}; shift 2 ;;
+        --stall) stall=${2:?}; shift 2 ;;
         --memory) memory=${2:?}; shift 2 ;;
         --smp) smp=${2:?}; shift 2 ;;
         --run-dir) rundir=${2:?}; shift 2 ;;
         -q|--quiet) quiet=1; shift ;;
         --list) for t in "$here"/tests/*.sh; do basename "$t" .sh; done; exit 0 ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
         -*) die "unknown option '$1' (see --help)" ;;
         *) tests+=("${1%.sh}"); shift ;;
     esac
@@ -124,69 +129,137 @@ if [ $interactive = 1 ]; then
         2> >(grep --line-buffered -v "TCG doesn't support requested feature" >&2)
 fi
 
-: >"$log"
-echo "run.sh: booting the outer machine for: ${tests[*]} (log: $log)" >&2
-start=$(date +%s.%N)
-# QEMU's stderr: its warnings that TCG lacks some EPYC features are expected.
-"${qemu[@]}" -append "$append" -display none -monitor none -serial "file:$log" </dev/null \
-    2> >(grep --line-buffered -v "TCG doesn't support requested feature" >&2) &
-qpid=$!
-
 # Seconds (1/100) since $1 (date +%s.%N), and a comparison, without bc.
 since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }'; }
-elapsed() { since "$start"; }
 past() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a > b) }'; }
 
-seen=0
-ready_at=
-timedout=0
-while :; do
-    if [ -z "$ready_at" ] && grep -q '@@TERN-NESTED READY' "$log"; then
-        ready_at=$(elapsed)
-    fi
-    if [ $quiet = 0 ]; then
-        n=$(wc -l <"$log")
-        if [ "$n" -gt "$seen" ]; then
-            sed -n "$((seen + 1)),${n}p" "$log" | tr -d '\r'
-            seen=$n
+# boot_outer LOG LIMIT TEST...: boot the outer machine for TESTS, echo its
+# console, and stop it past LIMIT seconds or when it is stuck: a test is
+# running and the console stayed silent for $stall seconds (the outer init
+# prints a heartbeat every 30 s while a test runs, so silence means the
+# machine itself no longer runs, which its own per-test timeout cannot cure).
+# Sets qrc, and bootstate=done|timeout|stuck.
+boot_outer() {
+    local blog=$1 limit=$2
+    shift 2
+    local list
+    list=$(IFS=,; echo "$*")
+    : >"$blog"
+    echo "run.sh: booting the outer machine for: $* (log: $blog)" >&2
+    local bstart seen=0 size last_size=-1 quiet_since
+    bstart=$(date +%s.%N)
+    quiet_since=$bstart
+    "${qemu[@]}" -append "$append tern.tests=$list" -display none -monitor none -serial "file:$blog" </dev/null \
+        2> >(grep --line-buffered -v "TCG doesn't support requested feature" >&2) &
+    qpid=$!
+    bootstate=done
+    while :; do
+        if [ -z "$ready_at" ] && grep -q '@@TERN-NESTED READY' "$blog"; then
+            ready_at=$(since "$start")
         fi
+        if [ $quiet = 0 ]; then
+            n=$(wc -l <"$blog")
+            if [ "$n" -gt "$seen" ]; then
+                sed -n "$((seen + 1)),${n}p" "$blog" | tr -d '\r'
+                seen=$n
+            fi
+        fi
+        kill -0 $qpid 2>/dev/null || break
+        size=$(stat -c %s "$blog")
+        if [ "$size" != "$last_size" ]; then
+            last_size=$size
+            quiet_since=$(date +%s.%N)
+        elif past "$(since "$quiet_since")" "$stall" &&
+             [ "$(grep -ao '@@TERN-TEST [^ ]* [A-Z]*' "$blog" | tail -n 1 | cut -d' ' -f3)" = BEGIN ]; then
+            bootstate=stuck
+        fi
+        if past "$(since "$bstart")" "$limit"; then
+            bootstate=timeout
+        fi
+        if [ $bootstate != done ]; then
+            if [ $bootstate = stuck ]; then
+                echo "run.sh: the outer machine printed nothing for ${stall}s during a test: stuck; killing QEMU" >&2
+            else
+                echo "run.sh: overall timeout (${overall}s): killing QEMU" >&2
+            fi
+            kill $qpid 2>/dev/null
+            sleep 1
+            kill -9 $qpid 2>/dev/null
+            break
+        fi
+        sleep 0.5
+    done
+    wait $qpid 2>/dev/null
+    qrc=$?
+    if [ $quiet = 0 ]; then
+        sed -n "$((seen + 1)),\$p" "$blog" | tr -d '\r'
     fi
-    kill -0 $qpid 2>/dev/null || break
-    if past "$(elapsed)" "$overall"; then
+}
+
+start=$(date +%s.%N)
+ready_at=
+declare -A result detail tried
+for t in "${tests[@]}"; do result[$t]=; tried[$t]=0; done
+todo=("${tests[@]}")
+logs=()
+boots=0
+timedout=0
+# A test that was running when the machine got stuck is tried once more in
+# a fresh machine after the others; whatever the second try says stands.
+while [ ${#todo[@]} -gt 0 ]; do
+    left=$(awk -v o="$overall" -v e="$(since "$start")" 'BEGIN { printf "%d", o - e }')
+    if [ "$left" -le 30 ]; then
         timedout=1
-        echo "run.sh: overall timeout (${overall}s): killing QEMU" >&2
-        kill $qpid 2>/dev/null
-        sleep 1
-        kill -9 $qpid 2>/dev/null
         break
     fi
-    sleep 0.5
+    boots=$((boots + 1))
+    log=$rundir/outer-console.log
+    [ $boots = 1 ] || log=$rundir/outer-console.$boots.log
+    logs+=("$log")
+    boot_outer "$log" "$left" "${todo[@]}"
+    [ $bootstate = timeout ] && timedout=1
+    began=
+    while IFS= read -r line; do
+        line=${line#*@@TERN-TEST }
+        set -- $line
+        name=$1 what=$2
+        case $what in
+            BEGIN) began=$name; tried[$name]=$(( ${tried[$name]:-0} + 1 )) ;;
+            PASS|FAIL|SKIP) result[$name]=$what; shift 2; detail[$name]="$*"; began=
+                if [ "${tried[$name]}" -ge 2 ]; then
+                    detail[$name]="${detail[$name]} (second try: the first outer machine got stuck during it)"
+                fi ;;
+        esac
+    done < <(tr -d '\r' <"$log" | grep -ao '@@TERN-TEST .*')
+    [ $bootstate = timeout ] && break
+    next=()
+    for t in "${todo[@]}"; do
+        [ -z "${result[$t]}" ] && [ "$t" != "$began" ] && next+=("$t")
+    done
+    if [ -n "$began" ]; then
+        if [ $bootstate = stuck ] && [ "${tried[$began]}" -lt 2 ]; then
+            echo "run.sh: $began was running when the outer machine got stuck; trying it once more in a fresh machine" >&2
+            next+=("$began")
+            detail[$began]="(the first outer machine got stuck during it; this is the second try)"
+        else
+            result[$began]=FAIL
+            detail[$began]="the outer machine got stuck or died during it (try ${tried[$began]}; see the outer console log)"
+        fi
+    fi
+    # a machine that died before starting anything would die again
+    if [ ${#next[@]} = ${#todo[@]} ] && [ -z "$began" ]; then
+        break
+    fi
+    todo=("${next[@]+"${next[@]}"}")
 done
-wait $qpid 2>/dev/null
-qrc=$?
-total=$(elapsed)
-if [ $quiet = 0 ]; then
-    sed -n "$((seen + 1)),\$p" "$log" | tr -d '\r'
-fi
+total=$(since "$start")
 
 # --- results ----------------------------------------------------------------
-clean=$(tr -d '\r' <"$log")
-declare -A result detail
-for t in "${tests[@]}"; do result[$t]=; done
-while IFS= read -r line; do
-    line=${line#*@@TERN-TEST }
-    set -- $line
-    name=$1 what=$2
-    case $what in
-        BEGIN) [ -n "${result[$name]:-}" ] || result[$name]=BEGUN ;;
-        PASS|FAIL|SKIP) result[$name]=$what; shift 2; detail[$name]="$*" ;;
-    esac
-done < <(grep -o '@@TERN-TEST .*' <<<"$clean")
-
+clean=$(cat "${logs[@]}" | tr -d '\r')
 {
     [ -z "$ready_at" ] || echo "outer_start_to_ready $ready_at s"
     echo "outer_run_total $total s"
-    grep -o '@@TERN-METRIC .*' <<<"$clean" | while read -r _ m v u; do
+    grep -ao '@@TERN-METRIC .*' <<<"$clean" | while read -r _ m v u; do
         echo "$m $v $u"
     done
 } >"$metrics"
@@ -200,7 +273,6 @@ for t in "${tests[@]}"; do
         PASS) pass=$((pass + 1)) ;;
         SKIP) skipn=$((skipn + 1)) ;;
         FAIL) failn=$((failn + 1)) ;;
-        BEGUN) failn=$((failn + 1)); r=FAIL; detail[$t]="started but never finished (outer machine died or timed out)" ;;
         *) failn=$((failn + 1)); r=FAIL; detail[$t]="never started" ;;
     esac
     printf '%-4s %-24s %s\n' "$r" "$t" "${detail[$t]:-}"
@@ -210,7 +282,7 @@ boot_line=$(grep -o '@@TERN-NESTED BOOTED.*' <<<"$clean" | tail -n 1)
 ready_line=$(grep -o '@@TERN-NESTED READY.*' <<<"$clean" | tail -n 1)
 echo "outer machine: initrd $(du -h "$initrd" | cut -f1) built in ${build_time}s;" \
      "ready ${ready_at:-never}s after start (guest: ${boot_line#@@TERN-NESTED BOOTED }, ${ready_line#@@TERN-NESTED READY });" \
-     "total ${total}s; QEMU exit $qrc"
+     "total ${total}s; $boots boot(s); last QEMU exit ${qrc:-none}"
 if [ -s "$metrics" ]; then
     echo "metrics ($metrics):"
     sed 's/^/  /' "$metrics"
