@@ -1034,6 +1034,85 @@ static void test_two_disks(void **ctx)
 	assert_true(is_fill(ram(f, DATA(0, 1)), 8192, 1));
 }
 
+/* --- dirty tracking for live migration --- */
+
+/* Take the pages tern recorded as written since the last call. */
+static void take_dirty(struct fixture *f, uint64_t *bits)
+{
+	memset(bits, 0, MEM / 4096 / 8);
+	guest_mem_take_host_writes(&f->vm.mem, 0, bits, MEM / 4096 / 64);
+}
+
+static unsigned count_bits(const uint64_t *bits)
+{
+	unsigned n = 0;
+	for (unsigned w = 0; w < MEM / 4096 / 64; w++)
+		n += (unsigned)__builtin_popcountll(bits[w]);
+	return n;
+}
+
+#define DIRTY(bits, gpa) ((bits)[(gpa) / 4096 / 64] >> ((gpa) / 4096 % 64) & 1)
+
+/* A read brings data into guest RAM behind the vCPUs' back: with tracking
+ * on, exactly the pages of its buffer, its status byte and the used ring
+ * are recorded (the avail ring, the descriptors and the header are not); a
+ * write records only its status and the used ring; with tracking off,
+ * nothing. */
+static void dirty_reads(struct fixture *f)
+{
+	uint64_t *bits = calloc(MEM / 4096 / 64, sizeof(uint64_t));
+	enable_decoding(f);
+	bring_up(f);
+	fill(f, DATA(0, 0), 3 * 4096, 9);
+	assert_int_equal(do_req(f, 0, VIRTIO_BLK_T_OUT, 64, DATA(0, 0), 3 * 4096), VIRTIO_BLK_S_OK);
+	assert_int_equal(guest_mem_track_host_writes(&f->vm.mem, true), 0);
+	assert_int_equal(guest_mem_track_host_writes(&f->vm.mem, false), 0);
+	const uint64_t buf = DATA(0, 2) + 0x800;   /* 12 KiB from the middle of a page: 4 pages */
+	assert_int_equal(do_req(f, 0, VIRTIO_BLK_T_IN, 64, buf, 3 * 4096), VIRTIO_BLK_S_OK);
+	assert_true(is_fill(ram(f, buf), 3 * 4096, 9));
+	take_dirty(f, bits);
+	assert_int_equal(count_bits(bits), 0);
+
+	assert_int_equal(guest_mem_track_host_writes(&f->vm.mem, true), 0);
+	memset(ram(f, buf), 0, 3 * 4096);
+	unsigned slot = post_req(f, 0, VIRTIO_BLK_T_IN, 64, buf, 3 * 4096, true);
+	wait_used(f, 0, f->avail_idx[0]);
+	assert_int_equal(req_status(f, 0, slot), VIRTIO_BLK_S_OK);
+	assert_true(is_fill(ram(f, buf), 3 * 4096, 9));
+	take_dirty(f, bits);
+	for (uint64_t pg = buf; pg < buf + 3 * 4096; pg += 4096)
+		assert_true(DIRTY(bits, pg));
+	assert_true(DIRTY(bits, buf + 3 * 4096 - 1));
+	assert_true(DIRTY(bits, HDR(0, slot) + 16));
+	assert_true(DIRTY(bits, USED(0)));
+	assert_int_equal(count_bits(bits), 4 + 1 + 1);
+
+	slot = post_req(f, 0, VIRTIO_BLK_T_OUT, 128, DATA(0, 0), 4096, true);
+	wait_used(f, 0, f->avail_idx[0]);
+	assert_int_equal(req_status(f, 0, slot), VIRTIO_BLK_S_OK);
+	take_dirty(f, bits);
+	assert_true(DIRTY(bits, HDR(0, slot) + 16) && DIRTY(bits, USED(0)));
+	assert_int_equal(count_bits(bits), 2);
+
+	assert_int_equal(guest_mem_track_host_writes(&f->vm.mem, false), 0);
+	slot = post_req(f, 0, VIRTIO_BLK_T_IN, 64, buf, 3 * 4096, true);
+	wait_used(f, 0, f->avail_idx[0]);
+	take_dirty(f, bits);
+	assert_int_equal(count_bits(bits), 0);
+	f->used_seen[0] = f->avail_idx[0];
+	free(bits);
+}
+
+static void test_dirty_reads_uring(void **ctx)
+{
+	dirty_reads(*ctx);
+}
+
+static void test_dirty_reads_threads(void **ctx)
+{
+	dirty_reads(*ctx);
+}
+
 #define T(fn, s) cmocka_unit_test_setup_teardown(fn, s, teardown)
 
 int main(void)
@@ -1056,6 +1135,8 @@ int main(void)
 		T(test_load_other_disk, setup_raw),
 		T(test_reset_inflight, setup_raw),
 		T(test_two_disks, setup_raw),
+		T(test_dirty_reads_uring, setup_raw),
+		T(test_dirty_reads_threads, setup_raw_threads),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
