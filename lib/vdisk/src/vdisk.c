@@ -13,6 +13,7 @@
 
 static const struct vdisk_ops *const formats[] = {
 	&vdisk_qcow2_ops,
+	&vdisk_vdi_ops,
 	&vdisk_raw_ops,
 };
 
@@ -60,6 +61,10 @@ static const char *probe_fd(int fd)
 	uint8_t magic[4];
 	if (vd_pread_full(fd, magic, 4, 0) == 0 && !memcmp(magic, "QFI\xfb", 4))
 		return "qcow2";
+	uint8_t sig[4];
+	if (vd_pread_full(fd, sig, 4, 0x40) == 0 && sig[0] == 0x7f && sig[1] == 0x10 &&
+	    sig[2] == 0xda && sig[3] == 0xbe)
+		return "vdi";
 	return "raw";
 }
 
