@@ -15,6 +15,8 @@ static const char usage[] =
 	"usage: tern-img bench [-f fmt] [-c count] [-d depth] [-s size] [-S stride] [-o offset]\n"
 	"                      [-w] [-r] [--flush-interval=n] file\n"
 	"  -d depth  requests in flight (one thread each)\n"
+	"  -S stride offset step between requests (default: size); offsets wrap at\n"
+	"            the image size, as with qemu-img bench\n"
 	"  -r        random offsets (aligned to size) instead of sequential stride\n";
 
 struct bench {
@@ -44,7 +46,10 @@ static void *run(void *arg)
 			seed ^= seed << 17;
 			off = seed % (b->disk / b->size) * b->size;
 		} else {
-			off = (b->offset + i * b->stride) % (b->disk - b->size + 1);
+			/* as qemu-img bench: the offset wraps at the image size */
+			off = (b->offset + i * b->stride) % b->disk;
+			if (off > b->disk - b->size)
+				off = b->disk - b->size;
 		}
 		int r = b->write ? vdisk_pwrite(b->d, buf, b->size, off)
 		                 : vdisk_pread(b->d, buf, b->size, off);
