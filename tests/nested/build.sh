@@ -38,7 +38,8 @@ while [ $# -gt 0 ]; do
             t=${2:?--tern needs a path}; shift 2
             [ -x "$t" ] || die "tern binary '$t' not found or not executable (build it first: meson compile -C BUILDDIR)"
             bins+=("$t")
-            for extra in ternctl tern-img; do
+            # the companions, from the same build (tern-img lives in img/)
+            for extra in ternctl tern-img img/tern-img; do
                 [ -x "$(dirname "$t")/$extra" ] && bins+=("$(dirname "$t")/$extra")
             done ;;
         --bin)
@@ -180,7 +181,7 @@ else
     base=$WORK/outer-base-noqemu.cpio
     qkey=none
 fi
-key=$(inputs_key "outer $qkey $(cat "$inner.key")")
+key=$(inputs_key "outer $qkey qemu-img $(cat "$inner.key")")
 if [ ! -f "$base" ] || [ "$(cat "$base.key" 2>/dev/null)" != "$key" ]; then
     log "building the outer base ($( [ $with_qemu = 1 ] && echo 'with' || echo 'without') QEMU)"
     root=$WORK/outer-root.$$
@@ -197,6 +198,12 @@ if [ ! -f "$base" ] || [ "$(cat "$base.key" 2>/dev/null)" != "$key" ]; then
     cp "$inner" "$root/inner/initrd.cpio.gz"
     if [ $with_qemu = 1 ]; then
         add_binary "$root" "$qemu_bin" /usr/bin/qemu-system-x86_64
+        # qemu-img: the oracle the qcow2 disk tests check images with
+        if qimg=$(command -v qemu-img); then
+            add_binary "$root" "$qimg" /usr/bin/qemu-img
+        else
+            log "warning: qemu-img not found (package qemu-utils): the qcow2 disk tests will skip"
+        fi
         # Firmware for -nodefaults direct kernel boot (pc and q35): SeaBIOS
         # or qboot, the linuxboot/PVH option ROMs, the vAPIC ROM, and the
         # virtio-net boot ROM QEMU loads for virtio-net-pci.
