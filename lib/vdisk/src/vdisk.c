@@ -14,6 +14,7 @@
 static const struct vdisk_ops *const formats[] = {
 	&vdisk_qcow2_ops,
 	&vdisk_vdi_ops,
+	&vdisk_vpc_ops,
 	&vdisk_raw_ops,
 };
 
@@ -65,6 +66,9 @@ static const char *probe_fd(int fd)
 	if (vd_pread_full(fd, sig, 4, 0x40) == 0 && sig[0] == 0x7f && sig[1] == 0x10 &&
 	    sig[2] == 0xda && sig[3] == 0xbe)
 		return "vdi";
+	uint8_t cookie[8];
+	if (vd_pread_full(fd, cookie, 8, 0) == 0 && !memcmp(cookie, "conectix", 8))
+		return "vpc"; /* dynamic and differencing; a fixed VHD probes as raw */
 	return "raw";
 }
 
