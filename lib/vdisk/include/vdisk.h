@@ -182,6 +182,9 @@ struct vdisk_info {
 	char backing_format[64];
 	char backing_resolved[4096];
 	unsigned nb_snapshots;
+	char subformat[64];      /* vmdk: createType */
+	bool write_compressed;   /* writes go best as whole compressed clusters
+	                          * (vmdk streamOptimized): convert uses them */
 };
 
 int vdisk_info(struct vdisk *d, struct vdisk_info *info);

@@ -15,6 +15,7 @@ static const struct vdisk_ops *const formats[] = {
 	&vdisk_qcow2_ops,
 	&vdisk_vdi_ops,
 	&vdisk_vpc_ops,
+	&vdisk_vmdk_ops,
 	&vdisk_raw_ops,
 };
 
@@ -69,6 +70,11 @@ static const char *probe_fd(int fd)
 	uint8_t cookie[8];
 	if (vd_pread_full(fd, cookie, 8, 0) == 0 && !memcmp(cookie, "conectix", 8))
 		return "vpc"; /* dynamic and differencing; a fixed VHD probes as raw */
+	/* vmdk: a sparse extent ("KDMV"), or a text descriptor */
+	char text[22];
+	if (vd_pread_full(fd, text, sizeof(text), 0) == 0 &&
+	    (!memcmp(text, "KDMV", 4) || !memcmp(text, "# Disk DescriptorFile", 21)))
+		return "vmdk";
 	return "raw";
 }
 

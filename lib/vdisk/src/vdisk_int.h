@@ -50,6 +50,7 @@ extern const struct vdisk_ops vdisk_raw_ops;
 extern const struct vdisk_ops vdisk_qcow2_ops;
 extern const struct vdisk_ops vdisk_vdi_ops;
 extern const struct vdisk_ops vdisk_vpc_ops;
+extern const struct vdisk_ops vdisk_vmdk_ops;
 
 struct vdisk {
 	const struct vdisk_ops *ops;
