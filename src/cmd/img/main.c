@@ -28,7 +28,7 @@ static void usage(FILE *f)
 	fprintf(f, "usage: tern-img <command> [options]\n\ncommands:\n");
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
 		fprintf(f, "  %-10s %s\n", cmds[i].name, cmds[i].summary);
-	fprintf(f, "\nformats: raw, qcow2. 'tern-img <command> --help' for details.\n");
+	fprintf(f, "\nformats: raw, qcow2, vdi, vpc. 'tern-img <command> --help' for details.\n");
 }
 
 int main(int argc, char **argv)
