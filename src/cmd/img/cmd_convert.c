@@ -13,7 +13,7 @@
 static const char usage[] =
 	"usage: tern-img convert [-f fmt] [-O fmt] [-o options] [-c] [-p] [-S size] [-m threads]\n"
 	"                        [-n] [-W] [-B backing] src dst\n"
-	"  -c       compress the output (qcow2)\n"
+	"  -c       compress the output (qcow2; a vmdk streamOptimized target always is)\n"
 	"  -S size  minimum run of zeroes left unallocated (default 4k; 0 = fully allocate)\n"
 	"  -m n     threads (default 4)\n"
 	"  -n       do not create the target (it must exist)\n";
@@ -94,6 +94,22 @@ static void *worker(void *arg)
 		if (c >= j->nchunks || atomic_load(&j->err))
 			break;
 		uint64_t off = c * CHUNK, end = off + CHUNK < j->size ? off + CHUNK : j->size;
+		if (j->compress) {
+			/* whole clusters only: the chunk is read as one piece
+			 * (write_piece skips its zero clusters) unless all zero */
+			struct vdisk_extent e;
+			int r = vdisk_block_status(j->src, off, end - off, &e);
+			if (r < 0)
+				fail(j, j->src, r);
+			else if (!(e.flags & VDISK_BS_ZERO) || (e.flags & VDISK_BS_DATA) ||
+			         e.length != end - off || !j->target_zero) {
+				if ((r = vdisk_pread(j->src, buf, end - off, off)) < 0)
+					fail(j, j->src, r);
+				else if ((r = write_piece(j, buf, off, end - off)) < 0)
+					fail(j, j->dst, r);
+			}
+			off = end;
+		}
 		while (off < end) {
 			struct vdisk_extent e;
 			int r = vdisk_block_status(j->src, off, end - off, &e);
@@ -191,6 +207,9 @@ int img_convert(int argc, char **argv)
 		                                     co.prealloc == 0,
 		.progress = progress, .csize = vdisk_cluster_size(dst),
 	};
+	struct vdisk_info dinfo;
+	if (!compress && vdisk_info(dst, &dinfo) == 0 && dinfo.write_compressed)
+		j.compress = compress = true; /* vmdk streamOptimized: whole deflated grains */
 	if (compress && !j.csize) {
 		img_error("compression needs a qcow2 target");
 		vdisk_close(src);

@@ -28,6 +28,13 @@ static json_t *info_json(struct vdisk *d)
 		if (in.backing_format[0])
 			json_object_set_new(j, "backing-filename-format", json_string(in.backing_format));
 	}
+	if (!strcmp(in.format, "vmdk") && in.subformat[0]) {
+		json_t *data = json_object(), *fs = json_object();
+		json_object_set_new(data, "create-type", json_string(in.subformat));
+		json_object_set_new(fs, "type", json_string("vmdk"));
+		json_object_set_new(fs, "data", data);
+		json_object_set_new(j, "format-specific", fs);
+	}
 	if (!strcmp(in.format, "qcow2")) {
 		json_t *data = json_object();
 		json_object_set_new(data, "compat", json_string(in.compat == 2 ? "0.10" : "1.1"));
@@ -92,6 +99,8 @@ static void info_human(struct vdisk *d)
 		img_print_snapshots(sn, n);
 		free(sn);
 	}
+	if (!strcmp(in.format, "vmdk") && in.subformat[0])
+		printf("Format specific information:\n    create type: %s\n", in.subformat);
 	if (!strcmp(in.format, "qcow2")) {
 		printf("Format specific information:\n    compat: %s\n", in.compat == 2 ? "0.10" : "1.1");
 		if (in.compat >= 3) {
