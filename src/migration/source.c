@@ -327,8 +327,12 @@ static int send_pass(struct src *s, bool clear, bool full, struct terr *err)
 				r = vm_dirty_log_clear(s->vm, sl->idx, c, n, sl->want + c / 64, err);
 			if (r)
 				return r;
-			if (full && mem->memfd)
-				r = send_chunk_fd(s, sl, c, n, err);
+			/* a frame holds max_data bytes of pages: under a tight cap
+			 * (frames of half a 100 ms window) less than a chunk */
+			uint64_t step = s->tx.max_data / PAGE;
+			if (full && mem->memfd && step)
+				for (uint64_t o = 0; o < n && !r; o += step)
+					r = send_chunk_fd(s, sl, c + o, n - o < step ? n - o : step, err);
 			else
 				r = send_bits(s, sl, c, n, err);
 			if (r)
