@@ -14,18 +14,20 @@
 # multiple of 4 KiB, which visits every 4 KiB block once per pass in a
 # scattered order. Both open the images through the page cache (qemu-img:
 # -t writeback, its bench default; tern-img: buffered I/O) and flush once at
-# the end of a write run. convert runs with each tool's defaults (qemu-img:
-# cache=unsafe for the target, 8 coroutines; tern-img: 4 threads, one flush
-# at the end). Times are wall clock for the whole command (open, I/O,
-# flush, close), best of REPS.
+# the end of a write run. convert: tern-img always flushes the target once
+# at the end (4 threads); qemu-img runs with -t writeback, which does the
+# same (8 coroutines). qemu-img's own default, cache=unsafe, never flushes:
+# QCONVERT_CACHE=unsafe measures that (faster, and not durable). Times are
+# wall clock for the whole command (open, I/O, flush, close), best of REPS.
 #
 # usage: bench/vdisk.sh [BUILD_DIR]        (default: build)
 # environment:
 #   FORMATS   formats to measure (default "raw qcow2"); a format NAME needs
 #             only what the create_opts/extras functions below say about it
-#   SIZE_MB   virtual size of the images (default 512)
-#   REPS      repetitions of each measurement, best kept (default 1)
-#   READS WRITES  request counts (defaults 200000 and 30000)
+#   SIZE_MB   virtual size of the images (default 1024)
+#   REPS      repetitions of each measurement, best kept (default 2)
+#   READS WRITES  request counts (defaults 400000 and 40000)
+#   QCONVERT_CACHE  qemu-img convert's -t (default writeback)
 #   BENCH_DIR scratch folder (default: mktemp under /var/tmp, on disk)
 # Adding a format: make sure `qemu-img create -f NAME` and tern-img know it,
 # add create options to create_opts if wanted, extras to extras_NAME.
@@ -34,10 +36,11 @@ B=${1:-build}
 TI=$(realpath "$B/src/cmd/img/tern-img")
 QI=$(command -v qemu-img) || { echo "qemu-img not found" >&2; exit 77; }
 FORMATS=${FORMATS:-"raw qcow2"}
-SIZE_MB=${SIZE_MB:-512}
-REPS=${REPS:-1}
-READS=${READS:-200000}
-WRITES=${WRITES:-30000}
+SIZE_MB=${SIZE_MB:-1024}
+REPS=${REPS:-2}
+READS=${READS:-400000}
+WRITES=${WRITES:-40000}
+QCONVERT_CACHE=${QCONVERT_CACHE:-writeback}
 STEP=$((4096 * 100003))     # odd multiple of 4 KiB: scattered, each block once
 W=${BENCH_DIR:-$(mktemp -d /var/tmp/vdisk-bench.XXXXXX)}
 mkdir -p "$W"
@@ -93,7 +96,7 @@ make_source() {
 }
 data_image() {   # fmt -> data.FMT (same file for both tools' reads)
 	# shellcheck disable=SC2046
-	"$QI" convert -f raw -O "$1" $(create_opts "$1") src.raw "data.$1"
+	"$QI" convert -t "$QCONVERT_CACHE" -f raw -O "$1" $(create_opts "$1") src.raw "data.$1"
 }
 
 # ---- measurements (one function each; $1 = format) -------------------------
@@ -126,24 +129,24 @@ rm_out() { rm -f out.*; }
 m_to_raw() {
 	row "$1" convert-to-raw \
 		"$(besttime rm_out "$TI" convert -f "$1" -O raw "data.$1" out.raw)" \
-		"$(besttime rm_out "$QI" convert -f "$1" -O raw "data.$1" out.raw)"
+		"$(besttime rm_out "$QI" convert -t "$QCONVERT_CACHE" -f "$1" -O raw "data.$1" out.raw)"
 }
 m_from_raw() {
 	# shellcheck disable=SC2046
 	row "$1" convert-from-raw \
 		"$(besttime rm_out "$TI" convert -f raw -O "$1" $(create_opts "$1") src.raw "out.$1")" \
-		"$(besttime rm_out "$QI" convert -f raw -O "$1" $(create_opts "$1") src.raw "out.$1")"
+		"$(besttime rm_out "$QI" convert -t "$QCONVERT_CACHE" -f raw -O "$1" $(create_opts "$1") src.raw "out.$1")"
 }
 m_from_raw_zstd() {
 	row "$1" convert-zstd \
 		"$(besttime rm_out "$TI" convert -c -f raw -O "$1" -o compression_type=zstd src.raw "out.$1")" \
-		"$(besttime rm_out "$QI" convert -c -f raw -O "$1" -o compression_type=zstd src.raw "out.$1")"
+		"$(besttime rm_out "$QI" convert -t "$QCONVERT_CACHE" -c -f raw -O "$1" -o compression_type=zstd src.raw "out.$1")"
 }
 MEASURES="randread seqread allocwrite rewrite to_raw from_raw"
 
 # ---- run --------------------------------------------------------------------
 echo "vdisk bench: formats '$FORMATS', ${SIZE_MB} MiB images, reps $REPS, in $W"
-echo "tern-img: $TI; $("$QI" --version | head -1)"
+echo "tern-img: $TI; $("$QI" --version | head -1); qemu-img convert -t $QCONVERT_CACHE"
 make_source
 for f in $FORMATS; do
 	data_image "$f" || { echo "cannot make a $f image" >&2; continue; }

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* convert: block-status-driven copy with zero skipping, several threads,
- * optional compressed output. */
+ * optional compressed output. Chunks are read in parallel and written in
+ * the guest's order (unless -W), so a qcow2 target's clusters follow the
+ * guest's, as with qemu-img; the target is flushed once, at close. */
 #include <getopt.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -16,18 +18,21 @@ static const char usage[] =
 	"  -c       compress the output (qcow2; a vmdk streamOptimized target always is)\n"
 	"  -S size  minimum run of zeroes left unallocated (default 4k; 0 = fully allocate)\n"
 	"  -m n     threads (default 4)\n"
-	"  -n       do not create the target (it must exist)\n";
+	"  -n       do not create the target (it must exist)\n"
+	"  -W       write chunks as they are read (default: in the guest's order)\n";
 
 #define CHUNK (2u << 20)
 
 struct job {
 	struct vdisk *src, *dst;
 	uint64_t size, sparse, nchunks;
-	bool compress, target_zero, progress;
+	bool compress, target_zero, progress, unordered;
 	uint32_t csize;
 	atomic_uint_fast64_t next, done;
 	atomic_int err;
-	pthread_mutex_t plock;
+	pthread_mutex_t plock;       /* progress; with turn: the write order */
+	pthread_cond_t turn;         /* wnext advanced */
+	uint64_t wnext;              /* the chunk that writes next (in order) */
 	char errmsg[600];
 };
 
@@ -81,60 +86,114 @@ static int write_piece(struct job *j, uint8_t *buf, uint64_t off, uint64_t len)
 	return 0;
 }
 
+struct piece {
+	uint64_t off, len;
+	bool zero;                   /* reads zero: nothing read, maybe write zeroes */
+};
+
+/* Wait until chunk c may write (in-order mode), or mark it written. */
+static void chunk_turn(struct job *j, uint64_t c, bool done)
+{
+	if (j->unordered)
+		return;
+	pthread_mutex_lock(&j->plock);
+	if (done) {
+		j->wnext = c + 1;
+		pthread_cond_broadcast(&j->turn);
+	} else {
+		while (j->wnext != c && !j->unordered)
+			pthread_cond_wait(&j->turn, &j->plock);
+	}
+	pthread_mutex_unlock(&j->plock);
+}
+
+/* Read chunk [off, end) into buf as pieces; returns their number or -1. */
+static int read_chunk(struct job *j, uint8_t *buf, struct piece *pc, uint64_t off, uint64_t end)
+{
+	uint64_t base = off;
+	int n = 0;
+	if (j->compress) {
+		/* whole clusters only: the chunk is read as one piece
+		 * (write_piece skips its zero clusters) unless all zero */
+		struct vdisk_extent e;
+		int r = vdisk_block_status(j->src, off, end - off, &e);
+		if (r < 0) {
+			fail(j, j->src, r);
+			return -1;
+		}
+		bool z = (e.flags & VDISK_BS_ZERO) && !(e.flags & VDISK_BS_DATA) &&
+		         e.length == end - off && j->target_zero;
+		if (!z && (r = vdisk_pread(j->src, buf, end - off, off)) < 0) {
+			fail(j, j->src, r);
+			return -1;
+		}
+		pc[0] = (struct piece){ off, end - off, z };
+		return 1;
+	}
+	while (off < end) {
+		struct vdisk_extent e;
+		int r = vdisk_block_status(j->src, off, end - off, &e);
+		if (r < 0) {
+			fail(j, j->src, r);
+			return -1;
+		}
+		bool z = (e.flags & VDISK_BS_ZERO) && !(e.flags & VDISK_BS_DATA) && j->sparse;
+		if (!z && (r = vdisk_pread(j->src, buf + (off - base), e.length, off)) < 0) {
+			fail(j, j->src, r);
+			return -1;
+		}
+		if (n && pc[n - 1].zero == z && pc[n - 1].off + pc[n - 1].len == off)
+			pc[n - 1].len += e.length;
+		else
+			pc[n++] = (struct piece){ off, e.length, z };
+		off += e.length;
+	}
+	return n;
+}
+
+static int write_chunk(struct job *j, uint8_t *buf, const struct piece *pc, int n, uint64_t base)
+{
+	for (int i = 0; i < n; i++) {
+		int r = 0;
+		if (!pc[i].zero)
+			r = write_piece(j, buf + (pc[i].off - base), pc[i].off, pc[i].len);
+		else if (!j->target_zero && !j->compress)
+			r = vdisk_write_zeroes(j->dst, pc[i].off, pc[i].len, VDISK_ZERO_MAY_UNMAP);
+		if (r < 0) {
+			fail(j, j->dst, r);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 static void *worker(void *arg)
 {
 	struct job *j = arg;
 	uint8_t *buf = malloc(CHUNK);
-	if (!buf) {
+	/* extents are at least 512 bytes long, and adjacent alike ones merge */
+	struct piece *pc = calloc(CHUNK / 512 + 1, sizeof(*pc));
+	if (!buf || !pc) {
 		atomic_store(&j->err, -12);
+		/* let the chunks behind this thread's go on to fail */
+		j->unordered = true;
+		pthread_mutex_lock(&j->plock);
+		pthread_cond_broadcast(&j->turn);
+		pthread_mutex_unlock(&j->plock);
+		free(buf);
+		free(pc);
 		return NULL;
 	}
 	for (;;) {
 		uint64_t c = atomic_fetch_add(&j->next, 1);
-		if (c >= j->nchunks || atomic_load(&j->err))
+		if (c >= j->nchunks)
 			break;
 		uint64_t off = c * CHUNK, end = off + CHUNK < j->size ? off + CHUNK : j->size;
-		if (j->compress) {
-			/* whole clusters only: the chunk is read as one piece
-			 * (write_piece skips its zero clusters) unless all zero */
-			struct vdisk_extent e;
-			int r = vdisk_block_status(j->src, off, end - off, &e);
-			if (r < 0)
-				fail(j, j->src, r);
-			else if (!(e.flags & VDISK_BS_ZERO) || (e.flags & VDISK_BS_DATA) ||
-			         e.length != end - off || !j->target_zero) {
-				if ((r = vdisk_pread(j->src, buf, end - off, off)) < 0)
-					fail(j, j->src, r);
-				else if ((r = write_piece(j, buf, off, end - off)) < 0)
-					fail(j, j->dst, r);
-			}
-			off = end;
-		}
-		while (off < end) {
-			struct vdisk_extent e;
-			int r = vdisk_block_status(j->src, off, end - off, &e);
-			if (r < 0) {
-				fail(j, j->src, r);
-				break;
-			}
-			if ((e.flags & VDISK_BS_ZERO) && !(e.flags & VDISK_BS_DATA) && j->sparse) {
-				if (!j->target_zero &&
-				    (r = vdisk_write_zeroes(j->dst, off, e.length, VDISK_ZERO_MAY_UNMAP)) < 0) {
-					fail(j, j->dst, r);
-					break;
-				}
-			} else {
-				if ((r = vdisk_pread(j->src, buf, e.length, off)) < 0) {
-					fail(j, j->src, r);
-					break;
-				}
-				if ((r = write_piece(j, buf, off, e.length)) < 0) {
-					fail(j, j->dst, r);
-					break;
-				}
-			}
-			off += e.length;
-		}
+		int n = atomic_load(&j->err) ? -1 : read_chunk(j, buf, pc, off, end);
+		chunk_turn(j, c, false);
+		if (n > 0 && !atomic_load(&j->err))
+			write_chunk(j, buf, pc, n, off);
+		chunk_turn(j, c, true);
 		uint64_t d = atomic_fetch_add(&j->done, 1) + 1;
 		if (j->progress) {
 			pthread_mutex_lock(&j->plock);
@@ -143,6 +202,7 @@ static void *worker(void *arg)
 		}
 	}
 	free(buf);
+	free(pc);
 	return NULL;
 }
 
@@ -152,7 +212,7 @@ int img_convert(int argc, char **argv)
 		return 0;
 	struct vdisk_create_opts co = { .format = "raw" };
 	const char *sfmt = NULL;
-	bool compress = false, progress = false, nocreate = false;
+	bool compress = false, progress = false, nocreate = false, unordered = false;
 	uint64_t sparse = 4096;
 	int threads = 4, c;
 	optind = 1;
@@ -172,7 +232,8 @@ int img_convert(int argc, char **argv)
 		case 'm': threads = atoi(optarg); break;
 		case 'n': nocreate = true; break;
 		case 'B': co.backing_file = optarg; break;
-		case 'W': case 'q': case 'U': break;
+		case 'W': unordered = true; break;
+		case 'q': case 'U': break;
 		default: fputs(usage, stderr); return 1;
 		}
 	}
@@ -224,6 +285,8 @@ int img_convert(int argc, char **argv)
 	}
 	j.nchunks = (j.size + CHUNK - 1) / CHUNK;
 	pthread_mutex_init(&j.plock, NULL);
+	pthread_cond_init(&j.turn, NULL);
+	j.unordered = unordered;
 	if (progress)
 		img_progress(0);
 	pthread_t t[64];
