@@ -62,14 +62,20 @@ static int open_extent(struct vdisk *d, struct vmdk_extent *e)
 {
 	if (e->type == VMDK_EXT_ZERO)
 		return 0;
-	bool rw = d->rw && e->access == VMDK_RW;
+	/* opened as the image is (access modes are enforced per extent), so
+	 * extents sharing a file share its descriptor and lock */
+	bool rw = d->rw;
 	int r = vmdk_open_extent_file(d, d->path, e->file, rw, &e->fd);
 	if (r < 0)
 		return r;
 	e->own_fd = true;
-	if (same_file(e->fd, d->fd)) {
+	int shared = same_file(e->fd, d->fd) ? d->fd : -1;
+	for (struct vmdk_extent *p = VM(d)->desc.ext; shared < 0 && p < e; p++)
+		if (p->fd >= 0 && same_file(e->fd, p->fd))
+			shared = p->fd;
+	if (shared >= 0) {
 		close(e->fd);
-		e->fd = d->fd;
+		e->fd = shared;
 		e->own_fd = false;
 	} else if (!(d->open_flags & VDISK_OPEN_NO_LOCK) &&
 	           flock(e->fd, (rw ? LOCK_EX : LOCK_SH) | LOCK_NB) < 0) {
@@ -84,7 +90,7 @@ static int open_extent(struct vdisk *d, struct vmdk_extent *e)
 	if (vd_le32(h) != VMDK_MAGIC)
 		return vd_err(d, -EINVAL, "vmdk extent '%s' is listed as SPARSE but has no sparse "
 		              "header", e->file);
-	return vmdk_sparse_open(d, e, h, rw);
+	return vmdk_sparse_open(d, e, h, rw && e->access == VMDK_RW);
 }
 
 static int open_sparse_file(struct vdisk *d, struct vmdk *v, const uint8_t *hdr)

@@ -289,7 +289,7 @@ int vmdk_open_extent_file(struct vdisk *d, const char *desc_path, const char *na
 	int e = errno;
 	close(dfd);
 	if (f < 0) {
-		if (e == EXDEV)
+		if (e == EXDEV || e == ELOOP)
 			return vd_err(d, -EACCES, "vmdk extent '%s' of '%s' resolves outside the image's "
 			              "folder", name, desc_path);
 		return vd_err(d, -e, "vmdk: cannot open extent '%s' of '%s': %s", name, desc_path,
