@@ -58,8 +58,13 @@ for _ in $(seq 300); do
 	sleep 0.1
 done
 grep -q BAD "$T/dst.log" && fail "the destination guest found a buffer the migration lost"
-[ "$(verifies "$T/dst.log")" -gt $((n0 + 1)) ] ||
-	fail "no verify on the destination after the migration (a lost used ring leaves the guest waiting)"
+if [ "$(verifies "$T/dst.log")" -le $((n0 + 1)) ]; then
+	# diagnosis: a pause and resume makes the device look at its queues
+	# again; a guest that goes on then was waiting for a lost notification
+	ctl "$T/dst.sock" pause >/dev/null; ctl "$T/dst.sock" resume >/dev/null; sleep 2
+	fail "no verify on the destination after the migration (a lost used ring leaves the guest" \
+		"waiting); verifies after a pause and resume: $(verifies "$T/dst.log")"
+fi
 ctl "$T/dst.sock" status | grep -q "state:   running" || fail "the destination is not running"
 ctl "$T/dst.sock" quit >/dev/null
 ctl "$T/src.sock" quit >/dev/null
