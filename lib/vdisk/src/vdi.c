@@ -23,6 +23,7 @@
  * allocation mutex only guards the slot counter and the free list.
  */
 #include "vdisk_int.h"
+#include "vd_hole.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -573,8 +574,11 @@ static int vdi_block_status(struct vdisk *d, uint64_t off, uint64_t len,
 	x->depth = 0;
 	x->host_offset = 0;
 	if (slot_used(e)) {
-		x->flags = VDISK_BS_DATA | VDISK_BS_ALLOCATED | VDISK_BS_OFFSET;
+		bool hole;
 		x->host_offset = slot_data(v, e) + in;
+		x->length = vd_host_run(d->fd, x->host_offset, n, &hole);
+		x->flags = VDISK_BS_DATA | VDISK_BS_ALLOCATED | VDISK_BS_OFFSET |
+		           (hole ? VDISK_BS_ZERO : 0);
 	} else {
 		x->flags = VDISK_BS_ZERO;
 	}

@@ -10,6 +10,7 @@
  * disk, as for any reader that finds no footer at the end).
  */
 #include "vhd.h"
+#include "vd_hole.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -543,9 +544,11 @@ static int vhd_block_status(struct vdisk *d, uint64_t off, uint64_t len,
 	struct vhd *v = VHD(d);
 	x->offset = off;
 	x->depth = 0;
+	bool hole;
 	if (v->type == VHD_TYPE_FIXED) {
-		x->length = len;
-		x->flags = VDISK_BS_DATA | VDISK_BS_ALLOCATED | VDISK_BS_OFFSET;
+		x->length = vd_host_run(d->fd, off, len, &hole);
+		x->flags = VDISK_BS_DATA | VDISK_BS_ALLOCATED | VDISK_BS_OFFSET |
+		           (hole ? VDISK_BS_ZERO : 0);
 		x->host_offset = off;
 		return 0;
 	}
@@ -583,9 +586,10 @@ static int vhd_block_status(struct vdisk *d, uint64_t off, uint64_t len,
 		if (!set)
 			return parent_status(d, off, n, x);
 	}
-	x->length = n;
-	x->flags = VDISK_BS_DATA | VDISK_BS_ALLOCATED | VDISK_BS_OFFSET;
 	x->host_offset = block_data(v, e) + in;
+	x->length = vd_host_run(d->fd, x->host_offset, n, &hole);
+	x->flags = VDISK_BS_DATA | VDISK_BS_ALLOCATED | VDISK_BS_OFFSET |
+	           (hole ? VDISK_BS_ZERO : 0);
 	return 0;
 }
 
