@@ -29,6 +29,7 @@
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define COM1_PORT 0x3f8
@@ -106,6 +107,27 @@ static int setup_console(struct machine *m, struct terr *err)
 	return uart16550_create(&m->vm, &p, &d, err);
 }
 
+/* disk.N.path names an image that exists: checked before the device is
+ * built so that a missing image (a restore whose disk has moved, a typo)
+ * gets one line naming the setting, and a restore says how to point it at
+ * another image. */
+static int check_disk_path(struct machine *m, unsigned index, struct terr *err)
+{
+	char key[64];
+	const char *path;
+	struct stat st;
+	snprintf(key, sizeof(key), "disk.%u.path", index);
+	int r = config_get_path(m->cfg, key, &path, err);
+	if (r || !path || stat(path, &st) == 0)
+		return r;
+	int e = errno;
+	if (m->restoring)
+		return terr_set(err, e, "%s: cannot open image \"%s\": %s (a restore needs the saved "
+				"machine's disk, or another image of the same size named with -o %s=FILE)",
+				key, path, strerror(e), key);
+	return terr_set(err, e, "%s: cannot open image \"%s\": %s", key, path, strerror(e));
+}
+
 /* The platform every VM has, in a fixed order: device ids (acpi-pm.0,
  * i8042.0, rtc.0, pci.0, ...) are what a restore matches sections on. */
 static int setup_platform(struct machine *m, const struct acpi_config *acfg, struct terr *err)
@@ -138,9 +160,12 @@ static int setup_platform(struct machine *m, const struct acpi_config *acfg, str
 	 * vconsole.0 when vconsole.path is set --- */
 	unsigned disks[CONFIG_MAX_INDEX + 1];
 	size_t ndisk = r ? 0 : config_indices(m->cfg, "disk", disks, CONFIG_MAX_INDEX + 1);
-	for (size_t i = 0; !r && i < ndisk; i++)
-		r = virtio_blk_create_from_config(&m->vm, pci_host_bus(m->pci_host), m->cfg, disks[i],
-						  &d, err);
+	for (size_t i = 0; !r && i < ndisk; i++) {
+		r = check_disk_path(m, disks[i], err);
+		if (!r)
+			r = virtio_blk_create_from_config(&m->vm, pci_host_bus(m->pci_host), m->cfg,
+							  disks[i], &d, err);
+	}
 	bool con_input;
 	if (!r)
 		r = config_get_bool(m->cfg, "console.input", &con_input, err);

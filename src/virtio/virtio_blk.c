@@ -495,10 +495,14 @@ static int blk_vdev_load(struct virtio_dev *vdev, const struct state_reader *r, 
 	if ((ret = sr_uint(r, "capacity", b->capacity, &cap, err)) ||
 	    (ret = sr_uint_max(r, "readonly", b->readonly, 1, &ro, err)))
 		return ret;
-	if (cap != b->capacity)
-		return terr_set(err, EINVAL, "%s: saved with a disk of %llu sectors, the image now has "
-				"%llu", b->dev.id, (unsigned long long)cap,
-				(unsigned long long)b->capacity);
+	if (cap != b->capacity) {
+		/* blk.N comes from disk.N.path: name the setting to change */
+		const char *dot = strchr(b->dev.id, '.');
+		return terr_set(err, EINVAL, "%s: the image of disk.%s.path has %llu bytes, the saved "
+				"machine's disk had %llu: a restore needs an image of the same size",
+				b->dev.id, dot ? dot + 1 : b->dev.id,
+				(unsigned long long)b->capacity * 512, (unsigned long long)cap * 512);
+	}
 	if ((bool)ro != b->readonly)
 		return terr_set(err, EINVAL, "%s: saved %s, now configured %s", b->dev.id,
 				ro ? "read-only" : "read-write", b->readonly ? "read-only" : "read-write");
