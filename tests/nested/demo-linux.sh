@@ -22,7 +22,6 @@ echo "demo: $TERN -o kernel=$INNER_KERNEL -o initrd=$INNER_INITRD -o cpus=2 -o m
 "$TERN" -o kernel="$INNER_KERNEL" -o initrd="$INNER_INITRD" -o cpus=2 -o memory.size=512M \
     -o "cmdline=$cmdline" $( [ "${DEMO_SHELL:-0}" = 1 ] || echo -o console.input=off )
 echo "demo: tern exited with status $? (0: the guest powered off)"
-# --- hook: later demo steps that need a Linux guest go here ---
 
 # --- snapshot and restore of the running Linux guest ---
 case $TERN in
@@ -95,3 +94,4 @@ else
     echo "demo: FAIL: the counter did not carry on (exit status $rc; counters seen: $got; files in $T)"
     exit 1
 fi
+# --- hook: later demo steps that need a Linux guest go here ---
