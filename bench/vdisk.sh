@@ -7,7 +7,8 @@
 #   rewrite    the same writes again, now over allocated clusters (bench -w)
 #   to_raw     convert FMT -> raw                                 (convert)
 #   from_raw   convert raw -> FMT                                 (convert)
-# plus per-format extras (qcow2: from_raw_zstd, compressed convert).
+# plus per-format extras (qcow2: from_raw_zstd, compressed convert; vmdk:
+# streamOptimized convert from raw, with deflated grains, and back to raw).
 #
 # Scattered offsets: qemu-img bench has no random mode, so both tools use
 # its stride mode: request i at (i * STEP) mod image size, STEP an odd
@@ -35,7 +36,7 @@ set -u
 B=${1:-build}
 TI=$(realpath "$B/src/cmd/img/tern-img")
 QI=$(command -v qemu-img) || { echo "qemu-img not found" >&2; exit 77; }
-FORMATS=${FORMATS:-"raw qcow2"}
+FORMATS=${FORMATS:-"raw qcow2 vmdk"}
 SIZE_MB=${SIZE_MB:-1024}
 REPS=${REPS:-2}
 READS=${READS:-400000}
@@ -51,10 +52,12 @@ cd "$W" || exit 1
 create_opts() {   # fmt -> options for `create`/`convert -O`
 	case $1 in
 	qcow2) echo "-o cluster_size=65536" ;;
+	vmdk) echo "-o subformat=monolithicSparse" ;;
 	*) ;;
 	esac
 }
 extras_qcow2() { echo from_raw_zstd; }
+extras_vmdk() { echo from_raw_stream to_raw_stream; }
 
 # ---- timing ---------------------------------------------------------------
 now() { date +%s.%N; }
@@ -141,6 +144,18 @@ m_from_raw_zstd() {
 	row "$1" convert-zstd \
 		"$(besttime rm_out "$TI" convert -c -f raw -O "$1" -o compression_type=zstd src.raw "out.$1")" \
 		"$(besttime rm_out "$QI" convert -t "$QCONVERT_CACHE" -c -f raw -O "$1" -o compression_type=zstd src.raw "out.$1")"
+}
+m_from_raw_stream() {
+	row "$1" convert-stream \
+		"$(besttime rm_out "$TI" convert -f raw -O vmdk -o subformat=streamOptimized src.raw "out.$1")" \
+		"$(besttime rm_out "$QI" convert -t "$QCONVERT_CACHE" -f raw -O vmdk -o subformat=streamOptimized src.raw "out.$1")"
+}
+m_to_raw_stream() {
+	"$QI" convert -f raw -O vmdk -o subformat=streamOptimized src.raw stream.vmdk
+	row "$1" stream-to-raw \
+		"$(besttime rm_out "$TI" convert -f vmdk -O raw stream.vmdk out.raw)" \
+		"$(besttime rm_out "$QI" convert -t "$QCONVERT_CACHE" -f vmdk -O raw stream.vmdk out.raw)"
+	rm -f stream.vmdk
 }
 MEASURES="randread seqread allocwrite rewrite to_raw from_raw"
 
