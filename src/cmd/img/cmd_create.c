@@ -8,13 +8,16 @@
 
 static const char usage[] =
 	"usage: tern-img create [-f fmt] [-o options] [-b backing [-F backing_fmt]] [-u] file [size]\n"
-	"  -f fmt        raw, qcow2, vdi or vpc (default raw)\n"
+	"  -f fmt        raw, qcow2, vdi, vpc or vmdk (default raw)\n"
 	"  -o options    compat=0.10|1.1, cluster_size=N, refcount_bits=1..64,\n"
 	"                lazy_refcounts=on|off, extended_l2=on|off,\n"
 	"                compression_type=zlib|zstd, preallocation=off|metadata|falloc|full,\n"
 	"                backing_file=PATH, backing_fmt=FMT\n"
 	"                vdi: static=on|off; vpc: subformat=dynamic|fixed, force_size=on|off\n"
 	"                (vpc with -b: a differencing disk of a vpc parent)\n"
+	"                vmdk: subformat=monolithicSparse|monolithicFlat|twoGbMaxExtentSparse|\n"
+	"                twoGbMaxExtentFlat|streamOptimized, adapter_type=ide|buslogic|lsilogic|\n"
+	"                legacyESX, hwversion=N, compat6=on|off, toolsversion=N, zeroed_grain=on|off\n"
 	"  -b, -F        backing file and its format\n"
 	"  -u            do not open the backing file (size must be given)\n";
 
