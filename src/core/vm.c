@@ -131,13 +131,28 @@ static void kick_all(struct vm *vm)
 		vcpu_kick(&vm->vcpus[i]);
 }
 
+/* Pauses and resumes nest, and come from several threads (control socket,
+ * snapshot, migration, its throttle). One transition runs at a time: a
+ * second vm_pause returns only once the first has parked every vCPU and
+ * quiesced every device, and a vm_pause racing a vm_resume cannot see its
+ * pause undone when the resume clears pause_req after it. Device pause and
+ * resume callbacks must not wait for the event loop (they don't: they
+ * drain their own engines), since it may be waiting here. */
+static void wait_transition(struct vm *vm)
+{
+	while (vm->pause_busy)
+		pthread_cond_wait(&vm->cond, &vm->lock);
+}
+
 void vm_pause(struct vm *vm)
 {
 	pthread_mutex_lock(&vm->lock);
+	wait_transition(vm);
 	if (vm->paused_users++ > 0) {
 		pthread_mutex_unlock(&vm->lock);
 		return;
 	}
+	vm->pause_busy = true;
 	vm->pause_req = true;
 	pthread_mutex_unlock(&vm->lock);
 	kick_all(vm);
@@ -148,22 +163,30 @@ void vm_pause(struct vm *vm)
 	for (struct device *d = vm->devices; d; d = d->next)
 		if (d->ops->pause)
 			d->ops->pause(d);
+	pthread_mutex_lock(&vm->lock);
+	vm->pause_busy = false;
+	pthread_cond_broadcast(&vm->cond);
+	pthread_mutex_unlock(&vm->lock);
 }
 
 void vm_resume(struct vm *vm)
 {
 	pthread_mutex_lock(&vm->lock);
+	wait_transition(vm);
 	if (vm->paused_users == 0 || --vm->paused_users > 0) {
 		pthread_mutex_unlock(&vm->lock);
 		return;
 	}
+	vm->pause_busy = true;
 	pthread_mutex_unlock(&vm->lock);
 	for (struct device *d = vm->devices; d; d = d->next)
 		if (d->ops->resume)
 			d->ops->resume(d);
 	pthread_mutex_lock(&vm->lock);
 	vm->pause_req = false;
+	vm->pause_busy = false;
 	pthread_cond_broadcast(&vm->resume_cond);
+	pthread_cond_broadcast(&vm->cond);
 	pthread_mutex_unlock(&vm->lock);
 }
 

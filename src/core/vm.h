@@ -49,6 +49,7 @@ struct vm {
 	bool running;                 /* vCPU threads started */
 	bool pause_req;
 	unsigned paused_users;        /* nested vm_pause() calls */
+	bool pause_busy;              /* a pause or resume is under way */
 	unsigned parked;              /* vCPU threads parked */
 	unsigned live_threads;        /* vCPU threads not yet exited */
 	bool exit_req;

@@ -3,6 +3,7 @@
  * run again; an exit requested from another thread ends the VM with its
  * status; a triple fault ends it with TERN_EXIT_TRIPLE_FAULT. */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "core/device.h"
 #include "core/kvm.h"
 #include "core/vcpu.h"
 #include "core/vm.h"
@@ -110,6 +112,92 @@ static void test_pause_resume_exit(void **ctx)
 	kvm_sys_close(&kvm);
 }
 
+/* A device whose pause and resume take a while, and which records whether
+ * it is quiesced: the window in which an unserialized second vm_pause
+ * would return too early, or a vm_resume would undo a newer pause. */
+struct slow_dev {
+	struct device dev;
+	int quiesced;                /* atomic */
+};
+
+static int slow_pause(struct device *d)
+{
+	struct slow_dev *s = (struct slow_dev *)d;
+	msleep(2);
+	__atomic_store_n(&s->quiesced, 1, __ATOMIC_SEQ_CST);
+	return 0;
+}
+
+static void slow_resume(struct device *d)
+{
+	struct slow_dev *s = (struct slow_dev *)d;
+	msleep(2);
+	__atomic_store_n(&s->quiesced, 0, __ATOMIC_SEQ_CST);
+}
+
+static const struct device_ops slow_ops = {
+	.type = "slow", .pause = slow_pause, .resume = slow_resume,
+};
+
+struct throttler {
+	struct vm *vm;
+	int stop;                    /* atomic */
+};
+
+/* What migration's auto-converge does: pause, sleep, resume, sleep. */
+static void *throttle(void *arg)
+{
+	struct throttler *t = arg;
+	while (!__atomic_load_n(&t->stop, __ATOMIC_SEQ_CST)) {
+		vm_pause(t->vm);
+		msleep(1);
+		vm_resume(t->vm);
+		msleep(1);
+	}
+	return NULL;
+}
+
+/* Another thread pausing and resuming all the time must not let a pause of
+ * ours return before the vCPUs are parked and the devices quiesced, nor end
+ * it while we still hold it. */
+static void test_concurrent_pause(void **ctx)
+{
+	(void)ctx;
+	struct kvm_sys kvm;
+	struct vm vm;
+	struct terr err = { 0 };
+	struct slow_dev sd = { .dev = { .ops = &slow_ops } };
+	snprintf(sd.dev.id, sizeof(sd.dev.id), "slow.0");
+	assert_int_equal(kvm_sys_open(&kvm, "/dev/kvm", &err), 0);
+	assert_int_equal(vm_create(&vm, &kvm, 4 << 20, 2, NULL, &err), 0);
+	vm_add_device(&vm, &sd.dev);
+	const uint8_t loop[] = { 0x66, 0xff, 0x06, COUNTER & 0xff, COUNTER >> 8, 0xeb, 0xf9 };
+	start_at(&vm, loop, sizeof(loop), 0x3ff, false);
+	assert_int_equal(vm_start(&vm, false, &err), 0);
+
+	struct throttler t = { .vm = &vm };
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, throttle, &t), 0);
+	for (int i = 0; i < 150; i++) {
+		vm_pause(&vm);
+		assert_int_equal(__atomic_load_n(&sd.quiesced, __ATOMIC_SEQ_CST), 1);
+		uint32_t c = counter(&vm);
+		msleep(3);   /* the throttler resumes at least once meanwhile */
+		assert_int_equal(counter(&vm), c);
+		assert_int_equal(__atomic_load_n(&sd.quiesced, __ATOMIC_SEQ_CST), 1);
+		vm_resume(&vm);
+		if (i % 8 == 0)
+			msleep(1);
+	}
+	__atomic_store_n(&t.stop, 1, __ATOMIC_SEQ_CST);
+	pthread_join(th, NULL);
+	vm_request_exit(&vm, VM_EXIT_QUIT, 0);
+	assert_int_equal(vm_wait(&vm), 0);
+	vm.devices = NULL;   /* sd lives on this stack: not vm_destroy's to free */
+	vm_destroy(&vm);
+	kvm_sys_close(&kvm);
+}
+
 static void test_triple_fault(void **ctx)
 {
 	(void)ctx;
@@ -153,6 +241,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_pause_resume_exit),
+		cmocka_unit_test(test_concurrent_pause),
 		cmocka_unit_test(test_triple_fault),
 		cmocka_unit_test(test_bad_sizes),
 	};
