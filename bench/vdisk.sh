@@ -7,7 +7,8 @@
 #   rewrite    the same writes again, now over allocated clusters (bench -w)
 #   to_raw     convert FMT -> raw                                 (convert)
 #   from_raw   convert raw -> FMT                                 (convert)
-# plus per-format extras (qcow2: from_raw_zstd, compressed convert; vmdk:
+# plus per-format extras (vdi: convert to static=on; vpc: convert to
+# subformat=fixed; qcow2: from_raw_zstd, compressed convert; vmdk:
 # streamOptimized convert from raw, with deflated grains, and back to raw).
 #
 # Scattered offsets: qemu-img bench has no random mode, so both tools use
@@ -36,7 +37,7 @@ set -u
 B=${1:-build}
 TI=$(realpath "$B/src/cmd/img/tern-img")
 QI=$(command -v qemu-img) || { echo "qemu-img not found" >&2; exit 77; }
-FORMATS=${FORMATS:-"raw qcow2 vmdk"}
+FORMATS=${FORMATS:-"raw qcow2 vmdk vdi vpc"}
 SIZE_MB=${SIZE_MB:-1024}
 REPS=${REPS:-2}
 READS=${READS:-400000}
@@ -53,11 +54,16 @@ create_opts() {   # fmt -> options for `create`/`convert -O`
 	case $1 in
 	qcow2) echo "-o cluster_size=65536" ;;
 	vmdk) echo "-o subformat=monolithicSparse" ;;
+	# the size as given (not rounded up to a CHS geometry), so 1 MiB reads
+	# end at the end of the disk
+	vpc) echo "-o force_size=on" ;;
 	*) ;;
 	esac
 }
 extras_qcow2() { echo from_raw_zstd; }
 extras_vmdk() { echo from_raw_stream to_raw_stream; }
+extras_vdi() { echo from_raw_static; }
+extras_vpc() { echo from_raw_fixed; }
 
 # ---- timing ---------------------------------------------------------------
 now() { date +%s.%N; }
@@ -156,6 +162,16 @@ m_to_raw_stream() {
 		"$(besttime rm_out "$TI" convert -f vmdk -O raw stream.vmdk out.raw)" \
 		"$(besttime rm_out "$QI" convert -t "$QCONVERT_CACHE" -f vmdk -O raw stream.vmdk out.raw)"
 	rm -f stream.vmdk
+}
+m_from_raw_static() {   # vdi static=on: every block allocated
+	row "$1" convert-static \
+		"$(besttime rm_out "$TI" convert -f raw -O vdi -o static=on src.raw "out.$1")" \
+		"$(besttime rm_out "$QI" convert -t "$QCONVERT_CACHE" -f raw -O vdi -o static=on src.raw "out.$1")"
+}
+m_from_raw_fixed() {   # vpc subformat=fixed: raw data and a footer
+	row "$1" convert-fixed \
+		"$(besttime rm_out "$TI" convert -f raw -O vpc -o subformat=fixed,force_size=on src.raw "out.$1")" \
+		"$(besttime rm_out "$QI" convert -t "$QCONVERT_CACHE" -f raw -O vpc -o subformat=fixed,force_size=on src.raw "out.$1")"
 }
 MEASURES="randread seqread allocwrite rewrite to_raw from_raw"
 
