@@ -124,6 +124,15 @@ static void fatal_exit(struct vcpu *v, enum vm_exit_reason why, int status, cons
 	vm_request_exit(v->vm, why, status);
 }
 
+/* At the reset vector: what an AMD host's KVM leaves after a shutdown. */
+static bool in_reset_state(struct vcpu *v)
+{
+	struct kvm_regs r;
+	struct kvm_sregs s;
+	return ioctl(v->fd, KVM_GET_REGS, &r) == 0 && ioctl(v->fd, KVM_GET_SREGS, &s) == 0 &&
+	       r.rip == 0xfff0 && s.cs.base == 0xffff0000;
+}
+
 /* Returns false when the thread must stop. */
 static bool handle_exit(struct vcpu *v)
 {
@@ -145,6 +154,9 @@ static bool handle_exit(struct vcpu *v)
 	case KVM_EXIT_SHUTDOWN:
 		fatal_exit(v, VM_EXIT_TRIPLE_FAULT, TERN_EXIT_TRIPLE_FAULT,
 			   "the guest triple-faulted (CPU shutdown)");
+		if (in_reset_state(v))
+			fprintf(stderr, "tern: (these are the vCPU's reset values, not the faulting "
+				"state: on AMD hosts KVM reinitializes a vCPU at a shutdown)\n");
 		return false;
 	case KVM_EXIT_SYSTEM_EVENT:
 		switch (run->system_event.type) {
