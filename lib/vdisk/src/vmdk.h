@@ -178,8 +178,10 @@ int vmdk_gte_set(struct vdisk *d, struct vmdk_extent *e, uint64_t g, uint32_t v)
 int vmdk_alloc(struct vdisk *d, struct vmdk_extent *e, uint64_t bytes, uint64_t *pos);
 
 /* vmdk_stream.c */
+/* in: scratch of VMDK_COMP_CAP(grain size) bytes */
+#define VMDK_COMP_CAP(gs) (2 * (gs) + VMDK_SECTOR)
 int vmdk_read_compressed(struct vdisk *d, struct vmdk_extent *e, uint64_t g,
-                         uint32_t gte, uint8_t *out);
+                         uint32_t gte, uint8_t *out, uint8_t *in);
 int vmdk_stream_write(struct vdisk *d, struct vmdk_extent *e, const struct iovec *iov,
                       int cnt, uint64_t ioff, uint64_t off, uint64_t len);
 int vmdk_stream_write_grain(struct vdisk *d, struct vmdk_extent *e, uint64_t g,

@@ -402,11 +402,11 @@ int vmdk_sparse_read(struct vdisk *d, struct vmdk_extent *e, const struct iovec 
 				r = vd_err(d, r, "vmdk extent '%s': read at %llu: %s", ename(d, e),
 				           (unsigned long long)host, strerror(-r));
 		} else if (k == G_COMP) {
-			if (!gbuf && !(gbuf = malloc(gs))) {
+			if (!gbuf && !(gbuf = malloc(gs + VMDK_COMP_CAP(gs)))) {
 				r = vd_err(d, -ENOMEM, "out of memory");
 				break;
 			}
-			if ((r = vmdk_read_compressed(d, e, g, gte, gbuf)) == 0)
+			if ((r = vmdk_read_compressed(d, e, g, gte, gbuf, gbuf + gs)) == 0)
 				vd_iov_from_buf(iov, cnt, ioff + done, gbuf + in, n);
 		} else {
 			vd_iov_memset(iov, cnt, ioff + done, 0, n);
@@ -529,12 +529,10 @@ int vmdk_sparse_status(struct vdisk *d, struct vmdk_extent *e, uint64_t off,
 		if (done == 0) {
 			k0 = k;
 			host0 = host;
-		} else if (k != k0 || k == G_COMP || (k == G_DATA && host != host0 + done)) {
+		} else if (k != k0 || (k == G_DATA && host != host0 + done)) {
 			break;
 		}
 		done += VD_MIN(gs - in, len - done);
-		if (k == G_COMP)
-			break;
 	}
 	x->offset = off;
 	x->length = done;

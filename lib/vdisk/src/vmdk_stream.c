@@ -41,41 +41,40 @@ static int inflate_grain(const uint8_t *in, size_t inlen, uint8_t *out, size_t o
 }
 
 int vmdk_read_compressed(struct vdisk *d, struct vmdk_extent *e, uint64_t g,
-                         uint32_t gte, uint8_t *out)
+                         uint32_t gte, uint8_t *out, uint8_t *in)
 {
 	struct vmdk_sparse *sp = e->sp;
 	uint64_t gs = sp->grain_size, pos = (uint64_t)gte * VMDK_SECTOR;
-	uint64_t cap = 2 * gs + VMDK_SECTOR, inlen;
+	uint64_t cap = VMDK_COMP_CAP(gs), inlen;
 	int r;
+	/* one read covers the marker and, nearly always, the data */
+	uint64_t first = VD_MIN(cap, gs + 4096);
+	if ((r = vd_pread_zero(e->fd, in, first, pos)) < 0)
+		return vd_err(d, r, "vmdk extent '%s': grain %llu: reading at %#llx: %s",
+		              ename(d, e), (unsigned long long)g, (unsigned long long)pos,
+		              strerror(-r));
+	uint8_t *data = in;
 	if (sp->markers) {
-		uint8_t m[12];
-		if ((r = vd_pread_full(e->fd, m, sizeof(m), pos)) < 0)
-			return vd_err(d, r, "vmdk extent '%s': grain %llu: cannot read its marker at %#llx%s",
-			              ename(d, e), (unsigned long long)g, (unsigned long long)pos,
-			              r == -EIO ? " (beyond the end of the file)" : "");
-		inlen = vd_le32(m + 8);
-		if (!inlen || inlen > cap)
+		inlen = vd_le32(in + 8);
+		if (!inlen || inlen > cap - 12)
 			return vd_err(d, -EIO, "vmdk extent '%s': grain %llu: compressed size %llu is "
 			              "out of range", ename(d, e), (unsigned long long)g,
 			              (unsigned long long)inlen);
-		pos += sizeof(m);
+		data = in + 12;
+		if (12 + inlen > first &&
+		    (r = vd_pread_full(e->fd, in + first, 12 + inlen - first, pos + first)) < 0)
+			return vd_err(d, r, "vmdk extent '%s': grain %llu: reading %llu compressed "
+			              "bytes at %#llx: %s", ename(d, e), (unsigned long long)g,
+			              (unsigned long long)inlen, (unsigned long long)pos,
+			              r == -EIO ? "beyond the end of the file" : strerror(-r));
 	} else {
 		inlen = cap;
-	}
-	uint8_t *in = malloc(inlen);
-	if (!in)
-		return vd_err(d, -ENOMEM, "out of memory");
-	r = sp->markers ? vd_pread_full(e->fd, in, inlen, pos) : vd_pread_zero(e->fd, in, inlen, pos);
-	if (r < 0) {
-		free(in);
-		return vd_err(d, r, "vmdk extent '%s': grain %llu: reading %llu compressed bytes at "
-		              "%#llx: %s", ename(d, e), (unsigned long long)g,
-		              (unsigned long long)inlen, (unsigned long long)pos,
-		              r == -EIO ? "beyond the end of the file" : strerror(-r));
+		if (first < cap && (r = vd_pread_zero(e->fd, in + first, cap - first, pos + first)) < 0)
+			return vd_err(d, r, "vmdk extent '%s': grain %llu: %s", ename(d, e),
+			              (unsigned long long)g, strerror(-r));
 	}
 	size_t got = 0;
-	r = inflate_grain(in, inlen, out, gs, &got);
-	free(in);
+	r = inflate_grain(data, inlen, out, gs, &got);
 	/* the extent's last grain may be short */
 	uint64_t need = VD_MIN(gs, e->sectors * VMDK_SECTOR - g * gs);
 	if (r < 0 || got < need)
