@@ -186,6 +186,9 @@ int vmdk_stream_write(struct vdisk *d, struct vmdk_extent *e, const struct iovec
                       int cnt, uint64_t ioff, uint64_t off, uint64_t len);
 int vmdk_stream_write_grain(struct vdisk *d, struct vmdk_extent *e, uint64_t g,
                             const uint8_t *grain);
+/* a grain written in part, not yet deflated: copy from it, true if found */
+bool vmdk_stream_read_pending(struct vmdk_extent *e, uint64_t g, uint64_t in,
+                              const struct iovec *iov, int cnt, uint64_t ioff, uint64_t n);
 int vmdk_stream_zero(struct vdisk *d, struct vmdk_extent *e, uint64_t off, uint64_t len);
 /* write pending grains, grain tables, directory, footer, end-of-stream */
 int vmdk_stream_finish(struct vdisk *d, struct vmdk_extent *e);

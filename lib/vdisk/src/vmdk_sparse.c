@@ -408,7 +408,8 @@ int vmdk_sparse_read(struct vdisk *d, struct vmdk_extent *e, const struct iovec 
 			}
 			if ((r = vmdk_read_compressed(d, e, g, gte, gbuf, gbuf + gs)) == 0)
 				vd_iov_from_buf(iov, cnt, ioff + done, gbuf + in, n);
-		} else {
+		} else if (!sp->stream_write ||
+		           !vmdk_stream_read_pending(e, g, in, iov, cnt, ioff + done, n)) {
 			vd_iov_memset(iov, cnt, ioff + done, 0, n);
 		}
 		done += n;

@@ -10,11 +10,44 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#define PEND_RUNS 16
+
 struct vmdk_pending {
 	uint64_t g;
 	uint8_t *buf;
+	unsigned nruns;              /* written runs, sorted and merged */
+	bool lost;                   /* too scattered to track: kept to the close */
+	uint64_t run[PEND_RUNS][2];
 	struct vmdk_pending *next;
 };
+
+/* Record [s, e) as written; true once the whole grain [0, gs) is. */
+static bool pend_cover(struct vmdk_pending *p, uint64_t s, uint64_t e, uint64_t gs)
+{
+	if (p->lost)
+		return false;
+	uint64_t out[PEND_RUNS + 1][2];
+	unsigned n = 0, i = 0;
+	while (i < p->nruns && p->run[i][1] < s)
+		memcpy(out[n++], p->run[i++], sizeof(out[0]));
+	uint64_t ms = s, me = e;
+	while (i < p->nruns && p->run[i][0] <= e) {
+		ms = VD_MIN(ms, p->run[i][0]);
+		me = VD_MAX(me, p->run[i][1]);
+		i++;
+	}
+	out[n][0] = ms;
+	out[n++][1] = me;
+	while (i < p->nruns)
+		memcpy(out[n++], p->run[i++], sizeof(out[0]));
+	if (n > PEND_RUNS) {
+		p->lost = true;
+		return false;
+	}
+	memcpy(p->run, out, n * sizeof(out[0]));
+	p->nruns = n;
+	return n == 1 && p->run[0][0] == 0 && p->run[0][1] >= gs;
+}
 
 static const char *ename(const struct vdisk *d, const struct vmdk_extent *e)
 {
@@ -186,6 +219,14 @@ int vmdk_stream_write(struct vdisk *d, struct vmdk_extent *e, const struct iovec
 				pthread_mutex_unlock(&sp->pend_lock);
 			}
 			vd_iov_to_buf(iov, cnt, ioff + done, p->buf + in, n);
+			uint64_t end = VD_MIN(gs, esize - g * gs);
+			if (pend_cover(p, in, in + n, end)) {
+				/* complete: deflate and append it now */
+				pend_take(sp, g, true);
+				r = vmdk_stream_write_grain(d, e, g, p->buf);
+				free(p->buf);
+				free(p);
+			}
 		}
 		done += n;
 	}
@@ -215,12 +256,22 @@ int vmdk_stream_zero(struct vdisk *d, struct vmdk_extent *e, uint64_t off, uint6
 				r = vmdk_gte_set(d, e, g, 0); /* the written grain is dropped */
 		} else if (p) {
 			memset(p->buf + in, 0, n);
+			pend_cover(p, in, in + n, VD_MIN(gs, esize - g * gs) + 1);
 		} else if (gte) {
 			r = written_once(d, e, g);
 		}
 		done += n;
 	}
 	return r;
+}
+
+bool vmdk_stream_read_pending(struct vmdk_extent *e, uint64_t g, uint64_t in,
+                              const struct iovec *iov, int cnt, uint64_t ioff, uint64_t n)
+{
+	struct vmdk_pending *p = pend_take(e->sp, g, false);
+	if (p)
+		vd_iov_from_buf(iov, cnt, ioff, p->buf + in, n);
+	return p != NULL;
 }
 
 int vmdk_stream_begin(struct vdisk *d, struct vmdk_extent *e)
