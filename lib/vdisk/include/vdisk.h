@@ -56,6 +56,23 @@ int vdisk_open(struct vdisk **out, const char *path,
                const struct vdisk_open_opts *opts, struct vdisk_error *err);
 int vdisk_close(struct vdisk *d); /* flushes; returns the flush result */
 
+/* The image's lock (flock on its own file; backing files keep their shared
+ * locks, and a vmdk's extents in other files keep theirs). Opening takes it:
+ * exclusive for a writable handle, shared for a read-only one, none with
+ * VDISK_OPEN_NO_LOCK. vdisk_lock() changes it on an open handle, so that
+ * another process can take the image over and give it back (a VMM's
+ * migration between two processes on one host, or hosts sharing storage).
+ *   VDISK_LOCK_NONE, VDISK_LOCK_SHARED: a writable handle is flushed first
+ *     (on failure nothing changes) and refuses writes (-EBADF) until it
+ *     holds the exclusive lock again; closing it then writes nothing.
+ *   VDISK_LOCK_EXCLUSIVE: a handle opened with VDISK_OPEN_RDWR writes again.
+ * The lock is not waited for: -EWOULDBLOCK while another process holds a
+ * conflicting one. Call it with no I/O in flight on the handle. What the
+ * handle caches of the format's metadata is kept: only take a lock back
+ * when nobody wrote the image meanwhile (otherwise close and reopen). */
+enum vdisk_lock_mode { VDISK_LOCK_NONE, VDISK_LOCK_SHARED, VDISK_LOCK_EXCLUSIVE };
+int vdisk_lock(struct vdisk *d, enum vdisk_lock_mode mode);
+
 /* Probe a file's format from its header: "qcow2" or "raw". */
 const char *vdisk_probe(const char *path, struct vdisk_error *err);
 

@@ -187,6 +187,27 @@ int vdisk_close(struct vdisk *d)
 	return r;
 }
 
+int vdisk_lock(struct vdisk *d, enum vdisk_lock_mode mode)
+{
+	static const char *const names[] = { "none", "shared", "exclusive" };
+	if ((unsigned)mode > VDISK_LOCK_EXCLUSIVE)
+		return vd_err(d, -EINVAL, "unknown lock mode %d", (int)mode);
+	if (mode != VDISK_LOCK_EXCLUSIVE && d->rw) {
+		/* what this handle wrote is on disk before anyone else may look */
+		int r = d->ops->flush(d);
+		if (r < 0)
+			return r;
+	}
+	int op = mode == VDISK_LOCK_NONE ? LOCK_UN : mode == VDISK_LOCK_SHARED ? LOCK_SH : LOCK_EX;
+	if (flock(d->fd, op | LOCK_NB) < 0) {
+		int e = -errno;
+		return vd_err(d, e, "could not lock '%s' (%s): %s", d->path, names[mode],
+		              e == -EWOULDBLOCK ? "another process holds it" : strerror(-e));
+	}
+	d->rw = mode == VDISK_LOCK_EXCLUSIVE && (d->open_flags & VDISK_OPEN_RDWR);
+	return 0;
+}
+
 int vdisk_create(const char *path, const struct vdisk_create_opts *o,
                  struct vdisk_error *err)
 {
