@@ -38,33 +38,42 @@ show() {
     while IFS= read -r l; do printf '  %-9s| %s\n' "$1" "${l%"$cr"}"; done
     [ -z "$l" ] || printf '  %-9s| %s\n' "$1" "${l%"$cr"}"
 }
-counters() { cat "$@" | tr -d '\r' | sed -n 's/^counter \([0-9]*\)$/\1/p'; }
+pid=
+# A failure ends the step, and the VM if it is still there.
+die() {
+    echo "demo: FAIL: $*"
+    [ -z "$pid" ] || kill -9 "$pid" 2>/dev/null
+    exit 1
+}
+counters() { cat "$@" 2>/dev/null | tr -d '\r' | sed -n 's/^counter \([0-9]*\)$/\1/p'; }
 
 count="i=0; while [ \$i -lt $LAST ]; do i=\$((i + 1)); echo \"counter \$i\"; usleep 300000; done"
 cmdline="console=ttyS0 quiet panic=-1 tern.cmd64=$(printf '%s\n' "$count" | base64 | tr -d '\n')"
 echo "demo: snapshot and restore of a running Linux: booting it again under tern with a control socket;"
 echo "demo: its init runs: $count"
 echo "demo: $TERN -o kernel=... -o initrd=... -o cpus=2 -o memory.size=256M -o console.input=off -o control.path=$SOCK"
+# tern in the background of a subshell that does not wait for it: no shell
+# reports its SIGKILL into the console captured in console1.
 { "$TERN" -o kernel="$INNER_KERNEL" -o initrd="$INNER_INITRD" -o cpus=2 -o memory.size=256M \
-    -o "cmdline=$cmdline" -o console.input=off -o control.path="$SOCK" </dev/null 2>&1
-  echo $? >"$T/rc1"; } 2>/dev/null | tee "$T/console1" | show running &
+    -o "cmdline=$cmdline" -o console.input=off -o control.path="$SOCK" </dev/null 2>&1 &
+} | tee "$T/console1" | show running &
 shown=$!
 i=0
 until counters "$T/console1" | grep -qx 10; do
     i=$((i + 1))
     if [ $i -ge 3000 ] || ! kill -0 $shown 2>/dev/null; then
-        echo "demo: FAIL: the guest never counted to 10 (tern exited with status $(cat "$T/rc1" 2>/dev/null || echo '?'))"
-        exit 1
+        pid=$("$TERNCTL" -s "$SOCK" --json status 2>/dev/null | sed -n 's/.*"pid": *\([0-9]*\).*/\1/p')
+        die "the guest never counted to 10 (tern $([ -n "$pid" ] && echo 'still runs' || echo 'has exited'))"
     fi
     sleep 0.1
 done
 pid=$("$TERNCTL" -s "$SOCK" --json status | sed -n 's/.*"pid": *\([0-9]*\).*/\1/p')
-[ -n "$pid" ] || { echo "demo: FAIL: ternctl status gave no pid"; exit 1; }
+[ -n "$pid" ] || die "ternctl status gave no pid"
 echo "demo: the counter passed 10: $TERNCTL -s $SOCK pause"
-"$TERNCTL" -s "$SOCK" pause || { echo "demo: FAIL: ternctl pause failed"; exit 1; }
+"$TERNCTL" -s "$SOCK" pause || die "ternctl pause failed"
 echo "demo: $TERNCTL -s $SOCK snapshot save $SNAP"
 "$TERNCTL" -s "$SOCK" --json snapshot save "$SNAP" >"$T/save.json" 2>"$T/save.err" ||
-    { cat "$T/save.err"; echo "demo: FAIL: ternctl snapshot save failed"; exit 1; }
+    { cat "$T/save.err"; die "ternctl snapshot save failed"; }
 ms=$(sed -n 's/.*"total_ms": *\([0-9]*\).*/\1/p' "$T/save.json")
 data=$(sed -n 's/.*"data_bytes": *\([0-9]*\).*/\1/p' "$T/save.json")
 echo "demo: saved in ${ms:-?} ms ($(( ${data:-0} >> 20 )) MiB of RAM data; zero pages are holes); kill -9 $pid"
@@ -77,7 +86,7 @@ echo "demo: $TERNCTL snapshot inspect $SNAP"
     sed '/^$/d; s/^/  /'
 echo "demo: $TERN restore $SNAP"
 { "$TERN" restore "$SNAP" -o control.path="$T/vm2.sock" </dev/null 2>&1
-  echo $? >"$T/rc2"; } 2>/dev/null | tee "$T/console2" | show restored
+  echo $? >"$T/rc2"; } | tee "$T/console2" | show restored
 rc=$(cat "$T/rc2")
 echo "demo: the restored tern exited with status $rc (0: the guest powered off)"
 
