@@ -138,7 +138,15 @@ int vmdk_stream_write_grain(struct vdisk *d, struct vmdk_extent *e, uint64_t g,
 	uint8_t *b = malloc(VD_ALIGN_UP(12 + clen, VMDK_SECTOR));
 	if (!b)
 		return vd_err(d, -ENOMEM, "out of memory");
-	if (compress2(b + 12, &clen, grain, (uLong)gs, sp->zlevel) != Z_OK) {
+	/* data that does not compress (already compressed or encrypted) is
+	 * stored: a deflate stream of stored blocks, at memcpy speed */
+	int level = sp->zlevel;
+	if (gs >= 8192) {
+		uLongf sl = clen;
+		if (compress2(b + 12, &sl, grain, 4096, level) == Z_OK && sl > 4096 - 64)
+			level = 0;
+	}
+	if (compress2(b + 12, &clen, grain, (uLong)gs, level) != Z_OK) {
 		free(b);
 		return vd_err(d, -EIO, "vmdk: deflating grain %llu failed", (unsigned long long)g);
 	}
