@@ -577,11 +577,25 @@ int vmdk_sparse_flush(struct vdisk *d, struct vmdk_extent *e)
 	struct vmdk_sparse *sp = e->sp;
 	if (!sp->writable || sp->stream_write)
 		return 0;
+	/* new grains reach the disk before the tables pointing at them, and
+	 * grains whose tails were never written lie inside the file */
+	bool any = atomic_load(&sp->gd_dirty);
+	for (uint32_t t = 0; t < sp->gd_entries && !any; t++)
+		any = atomic_load(&sp->gt_dirty[t]);
+	if (!any)
+		return 0;
+	struct stat st;
+	uint64_t end = atomic_load(&sp->alloc_end);
+	if (fstat(e->fd, &st) == 0 && (uint64_t)st.st_size < end &&
+	    ftruncate(e->fd, (off_t)end) < 0)
+		return vd_err(d, -errno, "vmdk extent '%s': extend: %s", ename(d, e), strerror(errno));
+	int r = vd_fdatasync(e->fd);
+	if (r < 0)
+		return vd_err(d, r, "vmdk extent '%s': sync: %s", ename(d, e), strerror(-r));
 	size_t tb = sp->h.gtes * 4u;
 	uint8_t *b = malloc(tb);
 	if (!b)
 		return vd_err(d, -ENOMEM, "out of memory");
-	int r = 0;
 	for (uint32_t t = 0; t < sp->gd_entries && !r; t++) {
 		if (!atomic_exchange(&sp->gt_dirty[t], 0))
 			continue;
@@ -610,12 +624,6 @@ int vmdk_sparse_flush(struct vdisk *d, struct vmdk_extent *e)
 		if (r < 0)
 			atomic_store(&sp->gd_dirty, true);
 	}
-	/* grains whose tails were never written still lie inside the file */
-	struct stat st;
-	uint64_t end = atomic_load(&sp->alloc_end);
-	if (r == 0 && fstat(e->fd, &st) == 0 && (uint64_t)st.st_size < end &&
-	    ftruncate(e->fd, (off_t)end) < 0)
-		r = vd_err(d, -errno, "vmdk extent '%s': extend: %s", ename(d, e), strerror(errno));
 	return r;
 }
 
