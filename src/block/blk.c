@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 void blk_signal(struct blk *b)
@@ -81,12 +82,15 @@ int blk_open(struct blk **out, const struct blk_opts *o, struct terr *err)
 		return terr_set(err, ENOMEM, "%s: out of memory", o->id);
 	snprintf(b->id, sizeof(b->id), "%s", o->id);
 	b->path = strdup(o->path);
+	b->format = strdup(o->format);
 	b->readonly = o->readonly;
+	b->inactive = o->inactive && !o->readonly;
+	b->reopen = b->inactive;
 	b->done = o->done;
 	b->opaque = o->opaque;
 	b->fd = -1;
 	b->efd = -1;
-	if (!b->path) {
+	if (!b->path || !b->format) {
 		r = terr_set(err, ENOMEM, "%s: out of memory", o->id);
 		goto fail;
 	}
@@ -119,6 +123,7 @@ fail:
 	if (b->efd >= 0)
 		close(b->efd);
 	free(b->path);
+	free(b->format);
 	free(b);
 	return r;
 }
@@ -132,6 +137,7 @@ int blk_close(struct blk *b)
 	if (b->efd >= 0)
 		close(b->efd);
 	free(b->path);
+	free(b->format);
 	free(b);
 	return r;
 }
@@ -168,6 +174,11 @@ void blk_submit(struct blk *b, struct blk_io *io)
 	io->step = 0;
 	io->next = NULL;
 	b->inflight++;
+	if (b->inactive) {
+		/* the image belongs to another process now (or still) */
+		blk_complete_later(b, io, -EIO);
+		return;
+	}
 	if (b->readonly && (io->op == BLK_WRITE || io->op == BLK_DISCARD ||
 			    io->op == BLK_WRITE_ZEROES)) {
 		blk_complete_later(b, io, -EROFS);
@@ -223,6 +234,47 @@ void blk_drain(struct blk *b)
 			continue;
 		b->ops->poll(b, true, false);
 	}
+}
+
+int blk_release(struct blk *b, struct terr *err)
+{
+	if (b->readonly || b->inactive)
+		return 0;
+	blk_drain(b);
+	int r = b->ops->release(b, err);
+	if (!r)
+		b->inactive = true;
+	return r;
+}
+
+int blk_acquire(struct blk *b, unsigned timeout_ms, struct terr *err)
+{
+	if (b->readonly || !b->inactive)
+		return 0;
+	struct timespec t0, t;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		struct terr e = { 0 };
+		int r = b->ops->acquire(b, &e);
+		if (!r) {
+			b->inactive = false;
+			b->reopen = false;
+			return 0;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		double ms = (double)(t.tv_sec - t0.tv_sec) * 1e3 + (double)(t.tv_nsec - t0.tv_nsec) / 1e6;
+		if (r != -EWOULDBLOCK || ms >= timeout_ms) {
+			terr_set(err, -r, "%s", e.msg);
+			return r;
+		}
+		/* the other process is letting go (closing, exiting) */
+		nanosleep(&(struct timespec){ 0, 10 * 1000 * 1000 }, NULL);
+	}
+}
+
+bool blk_active(const struct blk *b)
+{
+	return !b->inactive;
 }
 
 void blk_hold(struct blk *b, bool hold)

@@ -70,6 +70,11 @@ struct blk_opts {
 	const char *path;
 	const char *format;      /* "raw", "qcow2", ... (vdisk's names) */
 	bool readonly;
+	/* A writable image opened inactive (a migration's destination): without
+	 * its lock and without writing anything to it, while another process
+	 * still owns it; no I/O until blk_acquire. Read-only images ignore it
+	 * (their shared lock sits beside the owner's). */
+	bool inactive;
 	enum blk_engine engine;  /* AUTO: io_uring for raw, threads otherwise */
 	unsigned threads;        /* worker threads of the threads engine; 0: 4 */
 	unsigned depth;          /* expected requests in flight (ring size); 0: 256 */
@@ -107,6 +112,19 @@ unsigned blk_poll(struct blk *b);
 unsigned blk_reap(struct blk *b);
 /* Wait until nothing is in flight, running callbacks as requests complete. */
 void blk_drain(struct blk *b);
+/* The image lock across a migration (docs/migration-protocol.md). Both are
+ * no-ops on a read-only image, and need nothing in flight.
+ * blk_release: flush a writable image and give its lock up; the image stays
+ * open, and requests fail with EIO until blk_acquire.
+ * blk_acquire: take the exclusive lock, waiting up to timeout_ms while
+ * another process holds it; an image opened inactive is opened again, so
+ * that the format's metadata the previous owner changed is read afresh.
+ * On failure the image stays inactive (err names the disk and the file). */
+int blk_release(struct blk *b, struct terr *err);
+int blk_acquire(struct blk *b, unsigned timeout_ms, struct terr *err);
+/* Holds its lock (or is read-only): requests are served. */
+bool blk_active(const struct blk *b);
+
 /* Tests: while held, blk_poll and blk_reap complete nothing, so requests
  * stay in flight however fast the kernel is; blk_drain and blk_close still
  * complete everything. (With an event loop thread running, the event fd

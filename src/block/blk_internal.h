@@ -20,6 +20,11 @@ struct blk_engine_ops {
 	/* Stop the engine (nothing is in flight), flush a writable image and
 	 * close it; returns the flush result. */
 	int (*close)(struct blk *b);
+	/* Flush and unlock a writable image (it stays open); lock it again
+	 * (-EWOULDBLOCK while another process holds it), reopening an image
+	 * opened inactive. err is set on failure. */
+	int (*release)(struct blk *b, struct terr *err);
+	int (*acquire)(struct blk *b, struct terr *err);
 };
 
 struct blk_list {
@@ -53,6 +58,9 @@ struct blk {
 	char id[32];
 	char *path;
 	bool readonly;
+	bool inactive;               /* no lock held: requests fail with EIO */
+	bool reopen;                 /* opened inactive: acquire opens it again */
+	char *format;
 	uint64_t size;
 	uint32_t granularity;
 	blk_done_fn done;

@@ -127,18 +127,69 @@ static int threads_close(struct blk *b)
 	return r;
 }
 
+static int threads_release(struct blk *b, struct terr *err)
+{
+	int r = vdisk_lock(b->vd, VDISK_LOCK_NONE);   /* flushes first */
+	if (r < 0) {
+		char msg[VDISK_ERRMSG_MAX];
+		return terr_set(err, -r, "%s: %s", b->id, vdisk_errmsg(b->vd, msg, sizeof(msg)));
+	}
+	return 0;
+}
+
+/* A handle this process released kept its metadata caches, which are still
+ * right (nobody else wrote). One opened inactive read the metadata while the
+ * previous owner was changing it: open the image anew, which also locks it. */
+static int threads_acquire(struct blk *b, struct terr *err)
+{
+	char msg[VDISK_ERRMSG_MAX];
+	if (!b->reopen) {
+		int r = vdisk_lock(b->vd, VDISK_LOCK_EXCLUSIVE);
+		if (r < 0)
+			return terr_set(err, -r, "%s: %s", b->id, vdisk_errmsg(b->vd, msg, sizeof(msg)));
+		return 0;
+	}
+	struct vdisk_open_opts vo = { .format = b->format, .flags = VDISK_OPEN_RDWR };
+	struct vdisk_error ve = { 0 };
+	struct vdisk *vd;
+	int r = vdisk_open(&vd, b->path, &vo, &ve);
+	if (r < 0)
+		return terr_set(err, -r, "%s: %s", b->id, ve.msg[0] ? ve.msg : strerror(-r));
+	uint64_t size = vdisk_size(vd);
+	if (size != b->size) {
+		vdisk_close(vd);
+		return terr_set(err, EINVAL, "%s: image \"%s\" changed size during the migration "
+				"(%llu bytes, %llu before)", b->id, b->path, (unsigned long long)size,
+				(unsigned long long)b->size);
+	}
+	/* nothing is in flight; the mutex orders the swap before any later
+	 * request a worker takes */
+	pthread_mutex_lock(&b->mu);
+	struct vdisk *old = b->vd;
+	b->vd = vd;
+	pthread_mutex_unlock(&b->mu);
+	vdisk_close(old);
+	return 0;
+}
+
 static const struct blk_engine_ops threads_ops = {
 	.name = "threads",
 	.submit = threads_submit,
 	.commit = threads_commit,
 	.poll = threads_poll,
 	.close = threads_close,
+	.release = threads_release,
+	.acquire = threads_acquire,
 };
 
 int blk_threads_open(struct blk *b, const struct blk_opts *o, struct terr *err)
 {
+	/* inactive: read-only and unlocked, nothing written (blk_acquire opens
+	 * it again for writing) */
+	bool inactive = o->inactive && !o->readonly;
 	struct vdisk_open_opts vo = { .format = o->format,
-				      .flags = o->readonly ? 0 : VDISK_OPEN_RDWR };
+				      .flags = inactive ? VDISK_OPEN_NO_LOCK :
+				      o->readonly ? 0 : VDISK_OPEN_RDWR };
 	struct vdisk_error ve = { 0 };
 	b->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (b->efd < 0)

@@ -201,12 +201,39 @@ static int uring_close(struct blk *b)
 	return r;
 }
 
+static int lock_refused(struct blk *b, bool excl, struct terr *err)
+{
+	int e = errno;
+	return terr_set(err, e, "%s: image \"%s\" is in use (another process or disk holds a lock "
+			"on it; %s lock refused: %s)", b->id, b->path, excl ? "exclusive" : "shared",
+			strerror(e));
+}
+
+static int uring_release(struct blk *b, struct terr *err)
+{
+	if (fdatasync(b->fd) < 0)
+		return terr_set(err, errno, "%s: flushing \"%s\": %s", b->id, b->path, strerror(errno));
+	if (flock(b->fd, LOCK_UN) < 0)
+		return terr_set(err, errno, "%s: unlocking \"%s\": %s", b->id, b->path, strerror(errno));
+	return 0;
+}
+
+/* Raw: no metadata to read again, the same descriptor serves. */
+static int uring_acquire(struct blk *b, struct terr *err)
+{
+	if (flock(b->fd, LOCK_EX | LOCK_NB) < 0)
+		return lock_refused(b, true, err);
+	return 0;
+}
+
 static const struct blk_engine_ops uring_ops = {
 	.name = "io_uring",
 	.submit = uring_submit,
 	.commit = uring_commit,
 	.poll = uring_poll,
 	.close = uring_close,
+	.release = uring_release,
+	.acquire = uring_acquire,
 };
 
 int blk_uring_open(struct blk *b, const struct blk_opts *o, struct terr *err)
@@ -236,11 +263,11 @@ int blk_uring_open(struct blk *b, const struct blk_opts *o, struct terr *err)
 			     o->id, o->path);
 		goto fail;
 	}
-	/* the same locks vdisk takes: one writer, or any number of readers */
-	if (flock(fd, (o->readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
-		r = terr_set(err, errno, "%s: image \"%s\" is in use (another process or disk holds "
-			     "a lock on it; %s lock refused: %s)", o->id, o->path,
-			     o->readonly ? "shared" : "exclusive", strerror(errno));
+	/* the same locks vdisk takes: one writer, or any number of readers
+	 * (an inactive writable image takes its lock in blk_acquire) */
+	if ((o->readonly || !o->inactive) &&
+	    flock(fd, (o->readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
+		r = lock_refused(b, !o->readonly, err);
 		goto fail;
 	}
 	unsigned depth = o->depth ? o->depth : 256;

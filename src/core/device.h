@@ -26,6 +26,13 @@ struct device_ops {
 	 * unknown fields are ignored, missing ones keep their reset value). */
 	int (*load)(struct device *d, const struct state_reader *r, struct terr *err);
 	void (*destroy)(struct device *d);
+	/* Migration between two processes: host resources only one of them
+	 * may hold (a writable disk's image lock). release: the VM is paused
+	 * and the device quiesced; give them up, keeping what is needed to
+	 * take them back. acquire: take them (back), waiting up to timeout_ms
+	 * while another process lets go. Optional; err names what is held. */
+	int (*release)(struct device *d, struct terr *err);
+	int (*acquire)(struct device *d, unsigned timeout_ms, struct terr *err);
 };
 
 struct device {

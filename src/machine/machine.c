@@ -164,7 +164,7 @@ static int setup_platform(struct machine *m, const struct acpi_config *acfg, str
 		r = check_disk_path(m, disks[i], err);
 		if (!r)
 			r = virtio_blk_create_from_config(&m->vm, pci_host_bus(m->pci_host), m->cfg,
-							  disks[i], &d, err);
+							  disks[i], m->incoming, &d, err);
 	}
 	bool con_input;
 	if (!r)
@@ -268,6 +268,7 @@ int machine_build(struct machine *m, struct config *cfg, const struct machine_re
 	memset(m, 0, sizeof(*m));
 	m->cfg = cfg;
 	m->restoring = restore != NULL;
+	m->incoming = restore && restore->incoming;
 	m->console_fd = -1;
 	m->signal_fd = -1;
 	m->kvm.fd = -1;

@@ -23,11 +23,16 @@ struct migration_cmds;
  * to the caller. */
 struct machine_restore {
 	struct guest_mem_source ram;
+	/* An incoming migration: writable disk images are opened without their
+	 * locks, which the source still holds; the devices' acquire ops take
+	 * them before the guest starts (src/migration/receive.c). */
+	bool incoming;
 };
 
 struct machine {
 	struct config *cfg;            /* borrowed; outlives the machine */
 	bool restoring;
+	bool incoming;                 /* machine_restore.incoming */
 	struct kvm_sys kvm;
 	struct vm vm;
 	bool vm_created;

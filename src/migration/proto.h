@@ -16,9 +16,11 @@
 
 struct kvm_cpuid2;
 
-/* The protocol this tern speaks, and the oldest it still accepts. */
-#define MIG_PROTO_VERSION  1
-#define MIG_PROTO_MIN      1
+/* The protocol this tern speaks, and the oldest it still accepts.
+ * 2: the disk lock handover (RELEASED, LOCKED) between HAVE_ALL and GO;
+ * a peer speaking only 1 is refused with the versions named. */
+#define MIG_PROTO_VERSION  2
+#define MIG_PROTO_MIN      2
 #define MIG_PAGE_SIZE      4096u
 #define MIG_MAX_CPUID      1024
 

@@ -8,6 +8,7 @@
 #include "control/control.h"
 #include "core/kvm.h"
 #include "machine/machine.h"
+#include "migration/handover.h"
 #include "migration/proto.h"
 #include "migration/ram.h"
 #include "migration/wire.h"
@@ -136,7 +137,9 @@ static int take_config(struct rx *x, const struct mig_hello *h, char **overrides
 			     "HELLO (%llu MiB, %u vCPUs)", (unsigned long long)(size >> 20),
 			     (long long)cpus, (unsigned long long)(h->mem_size >> 20), h->cpus);
 	if (!r) {
-		struct machine_restore rs = { .ram = { .fd = -1, .anon = true } };
+		/* writable disks open without their locks: the source holds them
+		 * until it says RELEASED */
+		struct machine_restore rs = { .ram = { .fd = -1, .anon = true }, .incoming = true };
 		r = machine_build(&x->m, x->cfg, &rs, err);
 		x->built = r == 0;
 	}
@@ -303,10 +306,33 @@ int migration_receive(const char *listen_spec, char **overrides, int noverrides)
 	if (!r)
 		r = mig_send_buf(&x->conn, MIG_HAVE_ALL, NULL, 0, &err);
 	if (!r)
+		r = mig_expect(&x->conn, MIG_RELEASED, &buf, &len, &err);
+	free(buf);
+	buf = NULL;
+	if (!r) {
+		/* the source let go of its disks: take them (reading their
+		 * metadata afresh); if one cannot be had, let go of the others
+		 * first, so that the source gets them all back */
+		r = mig_acquire_all(&x->m.vm, MIG_LOCK_WAIT_DEST_MS, &err);
+		if (r) {
+			struct terr rerr = { 0 };
+			if (mig_release_all(&x->m.vm, &rerr))
+				log_warn("migration", "letting the disks go again: %s", rerr.msg);
+			mig_send_refuse(&x->conn, err.msg);
+		}
+	}
+	if (!r)
+		r = mig_send_buf(&x->conn, MIG_LOCKED, NULL, 0, &err);
+	if (!r)
 		r = mig_expect(&x->conn, MIG_GO, &buf, &len, &err);
 	free(buf);
 	if (r) {
-		/* nothing ran: the source keeps (or kept) the guest */
+		/* nothing ran: the source keeps (or kept) the guest, and gets
+		 * back the disk locks taken here */
+		if (x->built) {
+			struct terr rerr = { 0 };
+			mig_release_all(&x->m.vm, &rerr);
+		}
 		fprintf(stderr, "tern receive: the migration did not complete, nothing was started: %s\n",
 			err.msg);
 		goto out;

@@ -3,6 +3,7 @@
 #include "migration/migration.h"
 #include "control/control.h"
 #include "machine/machine.h"
+#include "migration/handover.h"
 #include "migration/proto.h"
 #include "migration/ram.h"
 #include "migration/wire.h"
@@ -18,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define PAGE            4096u
@@ -89,6 +91,7 @@ struct src {
 	double round_t0;           /* when the first pass began */
 	uint64_t round_b0;
 	bool logging, paused;
+	bool released;             /* disk locks given up (handover) */
 	/* bytes sent, sampled, for the largest one-second window */
 	double win_t[64];
 	uint64_t win_b[64];
@@ -532,6 +535,23 @@ static int stop_and_copy(struct src *s, double *t_pause, struct terr *err)
 	if (!r)
 		r = mig_expect(&s->conn, MIG_HAVE_ALL, &reply, &rlen, err);
 	free(reply);
+	reply = NULL;
+	if (r)
+		return r;
+	/* the disk handover: the devices were quiesced by the pause; writable
+	 * images are flushed and their locks let go (they stay open, so that
+	 * a failure from here to GO takes them back and the guest runs on);
+	 * the destination takes its locks and says LOCKED */
+	if (s->cancel && atomic_load(s->cancel))
+		return terr_set(err, ECANCELED, "cancelled");
+	s->released = true;
+	r = mig_release_all(s->vm, err);
+	if (!r)
+		r = mig_send_buf(&s->conn, MIG_RELEASED, NULL, 0, err);
+	if (!r)
+		r = mig_expect(&s->conn, MIG_LOCKED, &reply, &rlen, err);
+	free(reply);
+	reply = NULL;
 	if (r)
 		return r;
 	/* the commit point: from here the guest belongs to the destination */
@@ -617,14 +637,29 @@ out:
 	if (s->logging)
 		vm_dirty_log_stop(s->vm);
 	if (r && !s->st.committed) {
-		if (s->paused) {
-			vm_resume(s->vm);
-			control_notify_state(m->control);
-		}
-		/* tell the destination why, unless it is the one that went */
+		/* tell the destination why, unless it is the one that went: first,
+		 * so that it lets go of the disk locks we take back */
 		if (s->conn.xxh && r != -EPIPE && r != -ECONNABORTED && r != -ECONNRESET) {
 			s->conn.cancel = NULL;
 			mig_send_refuse(&s->conn, err->msg);
+		}
+		if (s->released) {
+			struct terr lerr = { 0 };
+			/* wakes a destination waiting for GO: it ends and unlocks */
+			shutdown(fd, SHUT_RDWR);
+			if (mig_acquire_all(s->vm, MIG_LOCK_WAIT_SOURCE_MS, &lerr)) {
+				/* the disk stays inactive: the guest gets I/O errors
+				 * on it rather than sharing it with another writer */
+				log_err("migration", "taking the disk locks back failed: %s", lerr.msg);
+				char msg[1100];
+				snprintf(msg, sizeof(msg), "%s; and a disk lock could not be taken back, "
+					 "that disk fails its requests: %s", err->msg, lerr.msg);
+				snprintf(err->msg, sizeof(err->msg), "%.*s", (int)sizeof(err->msg) - 1, msg);
+			}
+		}
+		if (s->paused) {
+			vm_resume(s->vm);
+			control_notify_state(m->control);
 		}
 	}
 	s->st.state = !r ? MIG_S_COMPLETED : r == -ECANCELED ? MIG_S_CANCELLED : MIG_S_FAILED;

@@ -27,6 +27,8 @@ static const struct {
 	[MIG_HAVE_ALL] = { "HAVE_ALL", 4096 },
 	[MIG_GO] = { "GO", 4096 },
 	[MIG_STARTED] = { "STARTED", 4096 },
+	[MIG_RELEASED] = { "RELEASED", 4096 },
+	[MIG_LOCKED] = { "LOCKED", 4096 },
 };
 
 const char *mig_type_name(unsigned type)

@@ -39,7 +39,9 @@ enum mig_type {
 	MIG_HAVE_ALL,      /* destination: everything received and loaded */
 	MIG_GO,            /* source: the guest is yours; I will never run it again */
 	MIG_STARTED,       /* destination: the guest runs here */
-	MIG_TYPE_MAX = MIG_STARTED,
+	MIG_RELEASED,      /* source (protocol 2): disks flushed, their image locks let go */
+	MIG_LOCKED,        /* destination (protocol 2): it holds its disks' image locks */
+	MIG_TYPE_MAX = MIG_LOCKED,
 };
 
 const char *mig_type_name(unsigned type);

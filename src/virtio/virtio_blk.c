@@ -609,6 +609,24 @@ static void blk_destroy(struct device *d)
 	free(b);
 }
 
+static int blk_release_dev(struct device *d, struct terr *err)
+{
+	struct virtio_blk *b = to_blk(d);
+	pthread_mutex_lock(&b->vdev.lock);
+	int r = blk_release(b->be, err);
+	pthread_mutex_unlock(&b->vdev.lock);
+	return r;
+}
+
+static int blk_acquire_dev(struct device *d, unsigned timeout_ms, struct terr *err)
+{
+	struct virtio_blk *b = to_blk(d);
+	pthread_mutex_lock(&b->vdev.lock);
+	int r = blk_acquire(b->be, timeout_ms, err);
+	pthread_mutex_unlock(&b->vdev.lock);
+	return r;
+}
+
 const struct device_ops virtio_blk_ops = {
 	.type = "virtio-blk",
 	.state_version = 1,
@@ -619,6 +637,8 @@ const struct device_ops virtio_blk_ops = {
 	.save = blk_save,
 	.load = blk_load,
 	.destroy = blk_destroy,
+	.release = blk_release_dev,
+	.acquire = blk_acquire_dev,
 };
 
 unsigned virtio_blk_inflight(struct device *d)
@@ -694,7 +714,7 @@ int virtio_blk_create(struct vm *vm, struct pci_bus *bus, const struct virtio_bl
 
 	struct blk_opts bo = {
 		.id = b->dev.id, .path = p->path, .format = p->format, .readonly = p->readonly,
-		.engine = p->engine, .depth = VIRTIO_BLK_QUEUE_SIZE, .done = io_done, .opaque = b,
+		.inactive = p->inactive, .engine = p->engine, .depth = VIRTIO_BLK_QUEUE_SIZE, .done = io_done, .opaque = b,
 	};
 	if ((r = blk_open(&b->be, &bo, err)))
 		goto fail;
@@ -739,7 +759,8 @@ fail:
 }
 
 int virtio_blk_create_from_config(struct vm *vm, struct pci_bus *bus, struct config *cfg,
-				  unsigned index, struct device **out, struct terr *err)
+				  unsigned index, bool inactive, struct device **out,
+				  struct terr *err)
 {
 	char id[32], key[64];
 	const char *path, *format, *serial;
@@ -775,7 +796,7 @@ int virtio_blk_create_from_config(struct vm *vm, struct pci_bus *bus, struct con
 		.id = id, .path = path, .format = format, .readonly = ro, .serial = serial,
 		.queues = queues ? queues : 1,
 		.engine = engine < sizeof(engines) / sizeof(engines[0]) ? engines[engine] : BLK_ENGINE_AUTO,
-		.slot = -1,
+		.slot = -1, .inactive = inactive,
 	};
 	return virtio_blk_create(vm, bus, &p, out, err);
 }

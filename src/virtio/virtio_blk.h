@@ -90,6 +90,7 @@ struct virtio_blk_params {
 	const char *path;
 	const char *format;      /* "raw", "qcow2", ... */
 	bool readonly;
+	bool inactive;           /* a migration's destination: see blk_opts.inactive */
 	const char *serial;      /* at most 20 bytes; NULL: "tern-" + id */
 	unsigned queues;         /* request queues, 1..VIRTIO_MAX_QUEUES (one per vCPU) */
 	enum blk_engine engine;  /* AUTO: io_uring for raw, vdisk threads otherwise */
@@ -102,9 +103,11 @@ int virtio_blk_create(struct vm *vm, struct pci_bus *bus, const struct virtio_bl
 
 struct config;
 /* virtio-blk "blk.N" from disk.N.* (path, format, readonly, serial, engine),
- * one request queue per vCPU of the VM. */
+ * one request queue per vCPU of the VM; `inactive`: a writable image is
+ * opened without its lock, taken by the device's acquire op (migration). */
 int virtio_blk_create_from_config(struct vm *vm, struct pci_bus *bus, struct config *cfg,
-				  unsigned index, struct device **out, struct terr *err);
+				  unsigned index, bool inactive, struct device **out,
+				  struct terr *err);
 
 /* Requests taken from the queues and not yet completed (tests). */
 unsigned virtio_blk_inflight(struct device *d);

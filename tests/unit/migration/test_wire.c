@@ -308,6 +308,11 @@ static void test_hello(void **ctx)
 	d.proto_min = d.proto_max = 0;
 	assert_int_equal(mig_check_version(&d, &v, &err), -EPROTONOSUPPORT);
 	terr_clear(&err);
+	/* a tern from before the disk lock handover (protocol 1) */
+	d.proto_min = d.proto_max = 1;
+	assert_int_equal(mig_check_version(&d, &v, &err), -EPROTONOSUPPORT);
+	assert_non_null(strstr(err.msg, "speaks versions 1 to 1"));
+	terr_clear(&err);
 	/* the source side refuses a WELCOME with a version it does not speak */
 	{
 		struct state_writer w;
