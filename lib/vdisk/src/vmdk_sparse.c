@@ -617,7 +617,14 @@ int vmdk_sparse_flush(struct vdisk *d, struct vmdk_extent *e)
 	free(b);
 	if (r == 0 && atomic_exchange(&sp->gd_dirty, false)) {
 		pthread_mutex_lock(&sp->gd_lock);
-		r = write_dir(d, e, sp->gd, sp->h.gd_offset, "grain directory");
+		/* tables added meanwhile lie inside the file too */
+		end = atomic_load(&sp->alloc_end);
+		if (fstat(e->fd, &st) == 0 && (uint64_t)st.st_size < end &&
+		    ftruncate(e->fd, (off_t)end) < 0)
+			r = vd_err(d, -errno, "vmdk extent '%s': extend: %s", ename(d, e),
+			           strerror(errno));
+		if (r == 0)
+			r = write_dir(d, e, sp->gd, sp->h.gd_offset, "grain directory");
 		if (r == 0 && sp->rgd)
 			r = write_dir(d, e, sp->rgd, sp->h.rgd_offset, "redundant grain directory");
 		pthread_mutex_unlock(&sp->gd_lock);
