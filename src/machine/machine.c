@@ -122,8 +122,9 @@ static int check_disk_path(struct machine *m, unsigned index, struct terr *err)
 		return r;
 	int e = errno;
 	if (m->restoring)
-		return terr_set(err, e, "%s: cannot open image \"%s\": %s (a restore needs the saved "
-				"machine's disk, or another image of the same size named with -o %s=FILE)",
+		return terr_set(err, e, "%s: cannot open image \"%s\": %s (a restored or incoming "
+				"machine needs its disk, or another image of the same size named with "
+				"-o %s=FILE)",
 				key, path, strerror(e), key);
 	return terr_set(err, e, "%s: cannot open image \"%s\": %s", key, path, strerror(e));
 }

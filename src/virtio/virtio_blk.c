@@ -499,7 +499,7 @@ static int blk_vdev_load(struct virtio_dev *vdev, const struct state_reader *r, 
 		/* blk.N comes from disk.N.path: name the setting to change */
 		const char *dot = strchr(b->dev.id, '.');
 		return terr_set(err, EINVAL, "%s: the image of disk.%s.path has %llu bytes, the saved "
-				"machine's disk had %llu: a restore needs an image of the same size",
+				"machine's disk had %llu: a restored or incoming machine needs an image of the same size",
 				b->dev.id, dot ? dot + 1 : b->dev.id,
 				(unsigned long long)b->capacity * 512, (unsigned long long)cap * 512);
 	}

@@ -36,17 +36,17 @@ wait "$VM_PID" 2>/dev/null
 
 # the image has gone
 mv "$T/disk.raw" "$T/moved.raw"
-bad "^tern: disk\.0\.path: cannot open image \"$T/disk\.raw\": No such file or directory \(a restore needs the saved machine's disk, or another image of the same size named with -o disk\.0\.path=FILE\)$"
+bad "^tern: disk\.0\.path: cannot open image \"$T/disk\.raw\": No such file or directory \(a restored or incoming machine needs its disk, or another image of the same size named with -o disk\.0\.path=FILE\)$"
 [ -e "$T/disk.raw" ] && fail "the failed restore created $T/disk.raw"
 bad "^tern: disk\.0\.path: cannot open image \"$T/none\.raw\": No such file or directory" \
 	-o disk.0.path="$T/none.raw"
 
 # another image, of the wrong size
 truncate -s 16M "$T/big.raw"
-bad "^tern: $T/a\.snap: blk\.0: the image of disk\.0\.path has 16777216 bytes, the saved machine's disk had 8388608: a restore needs an image of the same size$" \
+bad "^tern: $T/a\.snap: blk\.0: the image of disk\.0\.path has 16777216 bytes, the saved machine's disk had 8388608: a restored or incoming machine needs an image of the same size$" \
 	-o disk.0.path="$T/big.raw"
 truncate -s 4M "$T/small.raw"
-bad "^tern: $T/a\.snap: blk\.0: the image of disk\.0\.path has 4194304 bytes, the saved machine's disk had 8388608: a restore needs an image of the same size$" \
+bad "^tern: $T/a\.snap: blk\.0: the image of disk\.0\.path has 4194304 bytes, the saved machine's disk had 8388608: a restored or incoming machine needs an image of the same size$" \
 	-o disk.0.path="$T/small.raw"
 
 # another image of the same size: restored, and the guest carries on

@@ -943,7 +943,7 @@ static void test_load_other_disk(void **ctx)
 	assert_int_equal(sr_init(&r, w.buf, w.len, "blk.0", &err), 0);
 	assert_true(f->blk->ops->load(f->blk, &r, &err) < 0);
 	assert_string_equal(err.msg, "blk.0: the image of disk.0.path has 8388608 bytes, the saved machine's "
-				     "disk had 6320640: a restore needs an image of the same size");
+				     "disk had 6320640: a restored or incoming machine needs an image of the same size");
 	sr_free(&r);
 	sw_free(&w);
 	sw_free(&dev);
