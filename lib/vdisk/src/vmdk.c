@@ -3,10 +3,12 @@
  * table, and dispatch of requests over the extents. */
 #include "vmdk.h"
 
+#include <ctype.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -49,6 +51,41 @@ static int read_text(struct vdisk *d, uint64_t off, uint64_t len, char **out)
 	t[len] = 0;
 	*out = t;
 	return 0;
+}
+
+/* Where the CID's 8 hex digits are in text (at base in d->fd), or 0. */
+static uint64_t find_cid(const char *t, size_t len, uint64_t base)
+{
+	for (size_t i = 0; i + 12 <= len; i++) {
+		if ((i == 0 || t[i - 1] == '\n') && !memcmp(t + i, "CID=", 4)) {
+			for (int k = 0; k < 8; k++)
+				if (!isxdigit((unsigned char)t[i + 4 + k]))
+					return 0;
+			if (i + 12 < len && isxdigit((unsigned char)t[i + 12]))
+				return 0;
+			return base + i + 4;
+		}
+		if (!t[i])
+			break;
+	}
+	return 0;
+}
+
+/* The first write of a session gives the image a new content ID. */
+static void touch_cid(struct vdisk *d)
+{
+	struct vmdk *v = VM(d);
+	if (!v->cid_pos || atomic_exchange(&v->cid_done, true))
+		return;
+	uint32_t cid;
+	if (getrandom(&cid, sizeof(cid), 0) != sizeof(cid))
+		cid = v->desc.cid * 2654435761u + 1;
+	if (cid == v->desc.cid || cid == UINT32_MAX)
+		cid ^= 0x5a5a5a5au;
+	char hex[9];
+	snprintf(hex, sizeof(hex), "%08x", cid);
+	if (vd_pwrite_full(d->fd, hex, 8, v->cid_pos) == 0)
+		v->desc.cid = cid;
 }
 
 static bool same_file(int a, int b)
@@ -107,6 +144,7 @@ static int open_sparse_file(struct vdisk *d, struct vmdk *v, const uint8_t *hdr)
 		if ((r = read_text(d, h.desc_offset * VMDK_SECTOR, h.desc_sectors * VMDK_SECTOR, &t)) < 0)
 			return r;
 		r = vmdk_desc_parse(d, t, h.desc_sectors * VMDK_SECTOR, &v->desc);
+		v->cid_pos = find_cid(t, h.desc_sectors * VMDK_SECTOR, h.desc_offset * VMDK_SECTOR);
 		free(t);
 		if (r < 0)
 			return r;
@@ -167,6 +205,7 @@ static int vmdk_open(struct vdisk *d, const struct vdisk_open_opts *o)
 		if ((r = read_text(d, 0, (uint64_t)st.st_size, &t)) < 0)
 			goto fail;
 		r = vmdk_desc_parse(d, t, (size_t)st.st_size, &v->desc);
+		v->cid_pos = find_cid(t, (size_t)st.st_size, 0);
 		free(t);
 		if (r < 0)
 			goto fail;
@@ -332,6 +371,8 @@ static int vmdk_pwritev(struct vdisk *d, const struct iovec *iov, int cnt, uint6
 	}
 	if (v->serialize)
 		pthread_mutex_unlock(&v->wlock);
+	if (r == 0)
+		touch_cid(d);
 	return r;
 }
 
@@ -374,6 +415,8 @@ static int vmdk_write_zeroes(struct vdisk *d, uint64_t off, uint64_t len, unsign
 	}
 	if (v->serialize)
 		pthread_mutex_unlock(&v->wlock);
+	if (r == 0)
+		touch_cid(d);
 	return r;
 }
 
@@ -403,6 +446,8 @@ static int vmdk_pwrite_compressed(struct vdisk *d, const void *buf, size_t len, 
 	r = vmdk_stream_write_grain(d, e, in / gs, g);
 	if (g != buf)
 		free(g);
+	if (r == 0)
+		touch_cid(d);
 	return r;
 }
 

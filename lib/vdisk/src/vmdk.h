@@ -117,6 +117,11 @@ struct vmdk_desc {
 struct vmdk {
 	struct vmdk_desc desc;
 	bool embedded;        /* descriptor inside the sparse file d->fd */
+	/* "CID=" of the descriptor in d->fd (0: none), changed at the first
+	 * write as VMware does, so images linked to this one as their parent
+	 * see that it changed */
+	uint64_t cid_pos;
+	atomic_bool cid_done;
 	bool serialize;       /* extents not grain-aligned: one writer at a time */
 	pthread_mutex_t wlock;
 };

@@ -229,6 +229,50 @@ static void t_stream(void **s)
 	vdisk_close(d);
 }
 
+static void cid_of(const char *path, char out[9])
+{
+	FILE *f = fopen(path, "rb");
+	assert_non_null(f);
+	static char t[12288];
+	size_t n = fread(t, 1, sizeof(t) - 1, f);
+	fclose(f);
+	t[n] = 0;
+	for (size_t i = 0; i + 12 < n; i++)
+		if (t[i] == '\n' && !memcmp(t + i + 1, "CID=", 4)) {
+			memcpy(out, t + i + 5, 8);
+			out[8] = 0;
+			return;
+		}
+	fail();
+}
+
+/* A write gives the image a new content ID (once per session), reads and
+ * opens without writes do not. */
+static void t_cid(void **s)
+{
+	(void)s;
+	static const char *const subs[] = { "monolithicSparse", "twoGbMaxExtentFlat" };
+	for (int k = 0; k < 2; k++) {
+		char img[300], c0[9], c1[9], c2[9];
+		tu_path(img, sizeof(img), "c.vmdk");
+		struct vdisk_create_opts co = { .format = "vmdk", .size = MB, .subformat = subs[k] };
+		tu_create(img, &co);
+		cid_of(img, c0);
+		struct vdisk *d = tu_open(img, "vmdk", VDISK_OPEN_RDWR);
+		uint8_t b[512] = { 1 };
+		assert_int_equal(vdisk_pread(d, b, sizeof(b), 0), 0);
+		assert_int_equal(vdisk_close(d), 0);
+		cid_of(img, c1);
+		assert_string_equal(c0, c1);
+		d = tu_open(img, "vmdk", VDISK_OPEN_RDWR);
+		assert_int_equal(vdisk_pwrite(d, b, sizeof(b), 0), 0);
+		assert_int_equal(vdisk_pwrite(d, b, sizeof(b), 4096), 0);
+		assert_int_equal(vdisk_close(d), 0);
+		cid_of(img, c2);
+		assert_string_not_equal(c0, c2);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -239,6 +283,7 @@ int main(void)
 		cmocka_unit_test(t_model_2gb_flat),
 		cmocka_unit_test(t_threads),
 		cmocka_unit_test(t_stream),
+		cmocka_unit_test(t_cid),
 	};
 	tu_mkdir();
 	int r = cmocka_run_group_tests(tests, NULL, NULL);
