@@ -13,6 +13,9 @@
 #       refused: a third process holds a shared lock on the destination's
 #         copy of disk 1: the destination cannot take it and refuses; the
 #         source takes its locks back and the guest runs on there
+#       killed: the same, but the destination is killed (SIGKILL) while it
+#         waits for that lock, after the source let its locks go: the
+#         source takes them back and the guest runs on there
 set -u
 TERN=$1 TERNCTL=$2 IMG=$3 GUEST=$4 CASE=$5
 T=$(mktemp -d /tmp/tern-migration-disk.XXXXXX)
@@ -49,7 +52,7 @@ truncate -s 4M "$T/disk1.raw"
 	-o console.path="$T/src.log" -o control.path="$T/src.sock" </dev/null 2>"$T/src.err" &
 SRC=$!; PIDS+=($SRC)
 dst_args=()
-if [ "$CASE" = refused ]; then
+if [ "$CASE" = refused ] || [ "$CASE" = killed ]; then
 	cp "$T/disk1.raw" "$T/other.raw"
 	# one process: the lock belongs to the descriptor sleep inherits
 	(exec 9<"$T/other.raw"; flock -s 9; exec sleep 600) >/dev/null 2>&1 &
@@ -67,12 +70,35 @@ ADDR=$(sed -n 's/.*listening on //p' "$T/dst.err")
 locked "$T/disk0.qcow2" && locked "$T/disk1.raw" || fail "the source does not lock its disks"
 
 case $CASE in
-live|refused) args=(--mode live) ;;
+live|refused|killed) args=(--mode live) ;;
 warm) args=(--mode warm) ;;
 *) fail "unknown case $CASE" ;;
 esac
-out=$(ctl "$T/src.sock" --json migrate "$ADDR" "${args[@]}"); st=$?
+if [ "$CASE" = killed ]; then
+	ctl "$T/src.sock" --json migrate "$ADDR" "${args[@]}" >"$T/mig.out" 2>&1 &
+	M=$!
+	# the source released its locks (disk 1: the destination took disk 0
+	# at once): the destination is in its 3 s of retries for other.raw
+	for _ in $(seq 600); do locked "$T/disk1.raw" || break; sleep 0.02; done
+	locked "$T/disk1.raw" && fail "the source never released disk 1"
+	kill -9 $DST
+	wait $M; st=$?
+	out=$(cat "$T/mig.out")
+else
+	out=$(ctl "$T/src.sock" --json migrate "$ADDR" "${args[@]}"); st=$?
+fi
 echo "migrate: $out"
+if [ "$CASE" = killed ]; then
+	[ $st != 0 ] || fail "the migration completed though the destination was killed"
+	ctl "$T/src.sock" status | grep -q "state:   running" || fail "the source is not running"
+	wait_verifies "$T/src.log" 2 || fail "the source guest does not carry on"
+	locked "$T/disk0.qcow2" || fail "the source did not take disk 0's lock back"
+	locked "$T/disk1.raw" || fail "the source did not take disk 1's lock back"
+	ctl "$T/src.sock" quit >/dev/null
+	wait $SRC
+	echo "OK: destination killed after the source let go; the source took its disks back"
+	exit 0
+fi
 
 if [ "$CASE" = refused ]; then
 	[ $st != 0 ] || fail "the migration completed though the destination could not lock its disk"
