@@ -5,8 +5,9 @@
 #     holes; qemu-io writes into created images) read back byte-identical
 #     through tern-img convert to raw;
 #  2. images tern-img writes (convert, create + random writes through vdisk,
-#     zeroed grains, vmdk to vmdk) pass `qemu-img check` and `qemu-img
-#     compare` against a raw reference.
+#     zeroed grains, children of a parent image, vmdk to vmdk) pass
+#     `qemu-img check` and `qemu-img compare` against a raw reference; qemu's
+#     children of a parent read back identical too.
 # The raw reference is 2.2 GiB (sparse) so the twoGb kinds get 2 extents.
 # usage: vdisk_vmdk_interop.sh TERN_IMG VDISK_IO
 set -u
@@ -121,6 +122,31 @@ fi
 # a stream cannot be rewritten: a clear error, not a crash
 if "$VIO" vmdk t.vmdk w:0:65536:1 >out.log 2>&1; then bad "rewriting a finished stream was accepted"
 elif grep -q 'written once' out.log; then ok; else cat out.log; bad "stream rewrite: unclear error"; fi
+# parents (VMware delta links, qemu's -b): both ways
+rm -f base.vmdk child.vmdk tc*.vmdk
+qemu-img create -q -f vmdk base.vmdk 64M
+qemu-io -f vmdk -c 'write -P 0x11 0 1M' -c 'write -P 0x22 10M 200k' -c 'write -P 0x33 40M 64k' base.vmdk >/dev/null
+qemu-img create -q -f vmdk -b base.vmdk -F vmdk child.vmdk
+qemu-io -f vmdk -c 'write -P 0x44 4k 8k' -c 'write -P 0x55 10M 4k' -c 'write -z 40M 64k' \
+	-c 'write -P 0x66 50M 1k' child.vmdk >/dev/null
+rm -f t.raw qr.raw
+qemu-img convert -f vmdk -O raw child.vmdk qr.raw
+if run "$TI" convert -f vmdk -O raw child.vmdk t.raw; then same_raw t.raw qr.raw "qemu child of a parent"
+else bad "tern-img convert of a qemu child"; fi
+for s in monolithicSparse twoGbMaxExtentSparse; do
+	for zg in off on; do
+		rm -f tc*.vmdk tc.vmdk.ref
+		if ! run "$TI" create -f vmdk -o subformat=$s,zeroed_grain=$zg -b base.vmdk tc.vmdk; then
+			bad "tern create child $s zg=$zg"; continue
+		fi
+		qemu-img convert -f vmdk -O raw base.vmdk tc.vmdk.ref
+		if run "$VIO" vmdk tc.vmdk w:4096:8192:1 w:10485760:4096:2 z:41943040:65536 z:0:65536 R:100:5; then
+			qemu_accepts tc.vmdk tc.vmdk.ref "tern child $s zg=$zg"
+		else
+			bad "vdisk_io child $s zg=$zg"
+		fi
+	done
+done
 # vmdk to vmdk
 rm -f q*.vmdk t*.vmdk
 qemu-img convert -O vmdk -o subformat=twoGbMaxExtentSparse big.raw q.vmdk

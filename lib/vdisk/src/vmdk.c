@@ -2,6 +2,7 @@
 /* VMDK: opening (embedded or separate descriptor, extent files), the ops
  * table, and dispatch of requests over the extents. */
 #include "vmdk.h"
+#include "qcow2.h" /* qcow2_open_backing: names resolved and vetted alike */
 
 #include <ctype.h>
 #include <fcntl.h>
@@ -173,7 +174,6 @@ static int open_sparse_file(struct vdisk *d, struct vmdk *v, const uint8_t *hdr)
 
 static int vmdk_open(struct vdisk *d, const struct vdisk_open_opts *o)
 {
-	(void)o;
 	struct vmdk *v = calloc(1, sizeof(*v));
 	if (!v)
 		return vd_err(d, -ENOMEM, "out of memory");
@@ -228,6 +228,12 @@ static int vmdk_open(struct vdisk *d, const struct vdisk_open_opts *o)
 			v->serialize = true;
 	d->size = total * VMDK_SECTOR;
 	d->lock_align = (uint32_t)align;
+	/* a parent (VMware's delta links, qemu's -b) serves unallocated grains */
+	if (v->desc.parent_cid != UINT32_MAX && !(o && (o->flags & VDISK_OPEN_NO_BACKING))) {
+		const char *fmt = o && o->backing_format ? o->backing_format : "vmdk";
+		if ((r = qcow2_open_backing(d, v->desc.parent_hint, fmt, o, &d->backing)) < 0)
+			goto fail;
+	}
 	return 0;
 fail:
 	vmdk_free(d);
@@ -491,6 +497,13 @@ static int vmdk_info(struct vdisk *d, struct vdisk_info *in)
 {
 	struct vmdk *v = VM(d);
 	snprintf(in->subformat, sizeof(in->subformat), "%s", v->desc.create_type);
+	if (v->desc.parent_cid != UINT32_MAX) {
+		snprintf(in->backing_file, sizeof(in->backing_file), "%s", v->desc.parent_hint);
+		snprintf(in->backing_format, sizeof(in->backing_format), "vmdk");
+		if (d->backing)
+			snprintf(in->backing_resolved, sizeof(in->backing_resolved), "%s",
+			         vdisk_path(d->backing));
+	}
 	for (unsigned i = 0; i < v->desc.n_ext; i++) {
 		struct vmdk_extent *e = &v->desc.ext[i];
 		struct stat st;

@@ -110,6 +110,7 @@ struct vmdk_desc {
 	char create_type[64];
 	char adapter_type[32];
 	char hwversion[16];
+	char parent_hint[1024]; /* parentFileNameHint */
 	struct vmdk_extent *ext;
 	unsigned n_ext;
 };
@@ -160,8 +161,8 @@ void vmdk_desc_free(struct vmdk_desc *desc);
 int vmdk_open_extent_file(struct vdisk *d, const char *desc_path, const char *name,
                           bool rw, int *fd);
 /* Descriptor text for a new image; returns malloc'd text. */
-char *vmdk_desc_format(uint32_t cid, const char *create_type,
-                       const struct vmdk_extent *ext, unsigned n,
+char *vmdk_desc_format(uint32_t cid, uint32_t parent_cid, const char *parent_hint,
+                       const char *create_type, const struct vmdk_extent *ext, unsigned n,
                        uint64_t total_sectors, const char *adapter,
                        const char *hwversion, const char *toolsversion);
 

@@ -158,8 +158,12 @@ static int check_opts(const struct vdisk_create_opts *o, const char **sub, const
 			if (*p < '0' || *p > '9' || p - o->toolsversion > 10)
 				return vd_seterr(err, -EINVAL, "vmdk toolsversion '%s' is not a number",
 				                 o->toolsversion);
-	if (o->backing_file)
-		return vd_seterr(err, -ENOTSUP, "vmdk images with a backing file are not supported");
+	if (o->backing_file && (strstr(*sub, "Flat") || !strcmp(*sub, "streamOptimized")))
+		return vd_seterr(err, -EINVAL, "a vmdk image with a parent (backing file) must be "
+		                 "monolithicSparse or twoGbMaxExtentSparse");
+	if (o->backing_format && strcmp(o->backing_format, "vmdk"))
+		return vd_seterr(err, -EINVAL, "the parent of a vmdk image must be a vmdk image, "
+		                 "not %s", o->backing_format);
 	if (o->cluster_size && o->cluster_size != GRAIN_SECTORS * VMDK_SECTOR)
 		return vd_seterr(err, -EINVAL, "vmdk grains are 64 KiB; cluster_size cannot be set");
 	bool flat = strstr(*sub, "Flat");
@@ -168,12 +172,49 @@ static int check_opts(const struct vdisk_create_opts *o, const char **sub, const
 		                 "subformats only");
 	if (o->zeroed_grain && flat)
 		return vd_seterr(err, -EINVAL, "zeroed_grain needs a sparse subformat");
-	if (!o->size)
+	return 0;
+}
+
+static int check_size(uint64_t size, bool flat, struct vdisk_error *err)
+{
+	if (!size)
 		return vd_seterr(err, -EINVAL, "a vmdk image needs a size");
-	if (!flat && VD_DIV_UP(o->size, VMDK_SECTOR) > VMDK_MAX_FILE_SECTORS)
+	if (!flat && VD_DIV_UP(size, VMDK_SECTOR) > VMDK_MAX_FILE_SECTORS)
 		return vd_seterr(err, -EFBIG, "sparse vmdk images hold at most 2 TiB");
-	if (VD_DIV_UP(o->size, VMDK_SECTOR) > VMDK_MAX_SECTORS)
+	if (VD_DIV_UP(size, VMDK_SECTOR) > VMDK_MAX_SECTORS)
 		return vd_seterr(err, -EFBIG, "vmdk image size too large");
+	return 0;
+}
+
+/* The parent's CID and size; its name is relative to the new image's folder. */
+static int parent_info(const char *path, const char *name, uint32_t *cid, uint64_t *size,
+                       struct vdisk_error *err)
+{
+	char *p;
+	if (name[0] == '/') {
+		p = strdup(name);
+	} else {
+		char *dup = strdup(path);
+		p = NULL;
+		if (dup) {
+			const char *dir = dirname(dup);
+			size_t n = strlen(dir) + strlen(name) + 2;
+			if ((p = malloc(n)))
+				snprintf(p, n, "%s/%s", dir, name);
+			free(dup);
+		}
+	}
+	if (!p)
+		return vd_seterr(err, -ENOMEM, "out of memory");
+	struct vdisk *b;
+	struct vdisk_open_opts bo = { .format = "vmdk", .flags = VDISK_OPEN_NO_BACKING };
+	int r = vdisk_open(&b, p, &bo, err);
+	free(p);
+	if (r < 0)
+		return r;
+	*cid = VM(b)->desc.cid;
+	*size = vdisk_size(b);
+	vdisk_close(b);
 	return 0;
 }
 
@@ -200,8 +241,18 @@ int vmdk_create(const char *path, const struct vdisk_create_opts *o, struct vdis
 	int r = check_opts(o, &sub, &adapter, &hw, err);
 	if (r < 0)
 		return r;
-	uint64_t sectors = VD_DIV_UP(o->size, VMDK_SECTOR);
 	bool flat = strstr(sub, "Flat"), split = !strncmp(sub, "twoGb", 5);
+	uint32_t pcid = UINT32_MAX;
+	uint64_t size = o->size, psize = 0;
+	if (o->backing_file) {
+		if ((r = parent_info(path, o->backing_file, &pcid, &psize, err)) < 0)
+			return r;
+		if (!size)
+			size = psize;
+	}
+	if ((r = check_size(size, flat, err)) < 0)
+		return r;
+	uint64_t sectors = VD_DIV_UP(size, VMDK_SECTOR);
 	bool stream = !strcmp(sub, "streamOptimized");
 	bool mono_sparse = !flat && !split;
 	uint32_t cid;
@@ -249,7 +300,7 @@ int vmdk_create(const char *path, const struct vdisk_create_opts *o, struct vdis
 			goto out;
 		}
 	}
-	desc = vmdk_desc_format(cid, sub, ext, n, sectors, adapter, hw,
+	desc = vmdk_desc_format(cid, pcid, o->backing_file, sub, ext, n, sectors, adapter, hw,
 	                        o->toolsversion ? o->toolsversion : "2147483647");
 	if (!desc) {
 		r = vd_seterr(err, -ENOMEM, "out of memory");

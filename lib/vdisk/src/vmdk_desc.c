@@ -228,15 +228,15 @@ int vmdk_desc_parse(struct vdisk *d, const char *text, size_t len, struct vmdk_d
 		} else if (KEY("ddb.virtualHWVersion")) {
 			copy_value(eq + 1, e, out->hwversion, sizeof(out->hwversion));
 		} else if (KEY("parentFileNameHint")) {
-			/* checked below through parentCID */
+			copy_value(eq + 1, e, out->parent_hint, sizeof(out->parent_hint));
 		}
 #undef KEY
 	}
 	if (!r && !out->n_ext)
 		r = vd_err(d, -EINVAL, "vmdk descriptor of '%s' has no extent lines", d->path);
-	if (!r && out->parent_cid != UINT32_MAX)
-		r = vd_err(d, -ENOTSUP, "vmdk image '%s' has a parent image (parentCID %08x); "
-		           "vmdk backing files are not supported", d->path, out->parent_cid);
+	if (!r && out->parent_cid != UINT32_MAX && !out->parent_hint[0])
+		r = vd_err(d, -EINVAL, "vmdk image '%s' has a parent image (parentCID %08x) but no "
+		           "parentFileNameHint naming it", d->path, out->parent_cid);
 	if (!r && !strcmp(out->create_type, "vmfsSparse"))
 		r = vd_err(d, -ENOTSUP, "vmdk image '%s': createType vmfsSparse (COWD) is not supported",
 		           d->path);
@@ -299,18 +299,21 @@ int vmdk_open_extent_file(struct vdisk *d, const char *desc_path, const char *na
 	return 0;
 }
 
-char *vmdk_desc_format(uint32_t cid, const char *create_type,
-                       const struct vmdk_extent *ext, unsigned n,
+char *vmdk_desc_format(uint32_t cid, uint32_t parent_cid, const char *parent_hint,
+                       const char *create_type, const struct vmdk_extent *ext, unsigned n,
                        uint64_t total_sectors, const char *adapter,
                        const char *hwversion, const char *toolsversion)
 {
-	size_t cap = 1024 + (size_t)n * 300;
+	size_t cap = 1024 + (size_t)n * 300 + (parent_hint ? strlen(parent_hint) + 40 : 0);
 	char *s = malloc(cap);
 	if (!s)
 		return NULL;
 	size_t o = (size_t)snprintf(s, cap,
-		"# Disk DescriptorFile\nversion=1\nCID=%08" PRIx32 "\nparentCID=ffffffff\n"
-		"createType=\"%s\"\n\n# Extent description\n", cid, create_type);
+		"# Disk DescriptorFile\nversion=1\nCID=%08" PRIx32 "\nparentCID=%08" PRIx32 "\n"
+		"createType=\"%s\"\n", cid, parent_cid, create_type);
+	if (parent_hint)
+		o += (size_t)snprintf(s + o, cap - o, "parentFileNameHint=\"%s\"\n", parent_hint);
+	o += (size_t)snprintf(s + o, cap - o, "\n# Extent description\n");
 	for (unsigned i = 0; i < n && o < cap; i++) {
 		const struct vmdk_extent *x = &ext[i];
 		if (x->type == VMDK_EXT_FLAT)

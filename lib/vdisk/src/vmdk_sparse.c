@@ -365,6 +365,28 @@ static enum gkind kind(const struct vmdk_sparse *sp, uint32_t gte)
 	return sp->compressed ? G_COMP : G_DATA;
 }
 
+/* Guest bytes [pos, pos + n) of the parent image into iov at ioff; zeroes
+ * past its end. */
+static int read_parent(struct vdisk *d, const struct iovec *iov, int cnt, uint64_t ioff,
+                       uint64_t pos, uint64_t n)
+{
+	uint64_t m = pos < d->backing->size ? VD_MIN(n, d->backing->size - pos) : 0;
+	if (m) {
+		struct vd_iov v;
+		int r = vd_iov_sub(&v, iov, cnt, ioff, m);
+		if (r < 0)
+			return r;
+		r = vdisk_preadv(d->backing, v.v, v.cnt, pos);
+		vd_iov_free(&v);
+		if (r < 0) {
+			char msg[VDISK_ERRMSG_MAX];
+			return vd_err(d, r, "parent image: %s", vdisk_errmsg(d->backing, msg, sizeof(msg)));
+		}
+	}
+	vd_iov_memset(iov, cnt, ioff + m, 0, n - m);
+	return 0;
+}
+
 int vmdk_sparse_read(struct vdisk *d, struct vmdk_extent *e, const struct iovec *iov,
                      int cnt, uint64_t ioff, uint64_t off, uint64_t len)
 {
@@ -408,8 +430,12 @@ int vmdk_sparse_read(struct vdisk *d, struct vmdk_extent *e, const struct iovec 
 			}
 			if ((r = vmdk_read_compressed(d, e, g, gte, gbuf, gbuf + gs)) == 0)
 				vd_iov_from_buf(iov, cnt, ioff + done, gbuf + in, n);
-		} else if (!sp->stream_write ||
-		           !vmdk_stream_read_pending(e, g, in, iov, cnt, ioff + done, n)) {
+		} else if (sp->stream_write &&
+		           vmdk_stream_read_pending(e, g, in, iov, cnt, ioff + done, n)) {
+			/* served from a grain being written */
+		} else if (k == G_ZERO && d->backing) {
+			r = read_parent(d, iov, cnt, ioff + done, e->start + pos, n);
+		} else {
 			vd_iov_memset(iov, cnt, ioff + done, 0, n);
 		}
 		done += n;
@@ -457,6 +483,28 @@ int vmdk_sparse_write(struct vdisk *d, struct vmdk_extent *e, const struct iovec
 				break;
 			host = (uint64_t)gte * VMDK_SECTOR;
 		}
+		if (fresh && kind(sp, gte) == G_ZERO && d->backing && n < gs) {
+			/* copy-on-write: the rest of the grain comes from the parent */
+			uint64_t esize = e->sectors * VMDK_SECTOR, cover = VD_MIN(gs, esize - g * gs);
+			uint8_t *gb = malloc(cover);
+			if (!gb) {
+				r = vd_err(d, -ENOMEM, "out of memory");
+				break;
+			}
+			struct iovec gv = { gb, cover };
+			r = read_parent(d, &gv, 1, 0, e->start + g * gs, cover);
+			if (r == 0) {
+				vd_iov_to_buf(iov, cnt, ioff + done, gb + in, n);
+				if ((r = vd_pwrite_full(e->fd, gb, cover, host)) < 0)
+					r = vd_err(d, r, "vmdk extent '%s': write at %llu: %s", ename(d, e),
+					           (unsigned long long)host, strerror(-r));
+			}
+			free(gb);
+			if (r == 0)
+				r = vmdk_gte_set(d, e, g, (uint32_t)(host / VMDK_SECTOR));
+			done += n;
+			continue;
+		}
 		struct vd_iov v;
 		if ((r = vd_iov_sub(&v, iov, cnt, ioff + done, n)) < 0)
 			break;
@@ -493,8 +541,18 @@ int vmdk_sparse_zero(struct vdisk *d, struct vmdk_extent *e, uint64_t off, uint6
 			break;
 		enum gkind k = kind(sp, gte);
 		bool whole = in == 0 && (n == gs || pos + n == esize);
-		if (k == G_DATA && whole && sp->zeroed_grain) {
+		if ((k == G_DATA || (k == G_ZERO && d->backing)) && whole && sp->zeroed_grain) {
 			r = vmdk_gte_set(d, e, g, 1);
+		} else if (k == G_ZERO && d->backing) {
+			/* the parent's data must read as zeroes now: a zero grain */
+			uint8_t *zb = calloc(1, n);
+			if (!zb) {
+				r = vd_err(d, -ENOMEM, "out of memory");
+				break;
+			}
+			struct iovec zv = { zb, n };
+			r = vmdk_sparse_write(d, e, &zv, 1, 0, pos, n);
+			free(zb);
 		} else if (k == G_DATA) {
 			if ((r = grain_writable(d, e, g, gte)) < 0)
 				break;
@@ -525,7 +583,7 @@ int vmdk_sparse_status(struct vdisk *d, struct vmdk_extent *e, uint64_t off,
 			return r;
 		enum gkind k = kind(sp, gte);
 		uint64_t host = (uint64_t)gte * VMDK_SECTOR + in;
-		if (k == G_ZEROED)
+		if (k == G_ZEROED && !d->backing)
 			k = G_ZERO; /* reported alike, like unallocated grains */
 		if (done == 0) {
 			k0 = k;
@@ -547,8 +605,26 @@ int vmdk_sparse_status(struct vdisk *d, struct vmdk_extent *e, uint64_t off,
 	case G_COMP:
 		x->flags = VDISK_BS_DATA | VDISK_BS_ALLOCATED | VDISK_BS_COMPRESSED;
 		break;
-	default:
+	case G_ZEROED:
+		x->flags = VDISK_BS_ZERO | VDISK_BS_ALLOCATED;
+		break;
+	case G_ZERO:
 		x->flags = VDISK_BS_ZERO;
+		if (!d->backing)
+			break;
+		x->depth = 1;
+		uint64_t pos = e->start + off;
+		if (pos < d->backing->size) {
+			struct vdisk_extent b;
+			r = vdisk_block_status(d->backing, pos, VD_MIN(done, d->backing->size - pos), &b);
+			if (r < 0) {
+				char msg[VDISK_ERRMSG_MAX];
+				return vd_err(d, r, "parent image: %s",
+				              vdisk_errmsg(d->backing, msg, sizeof(msg)));
+			}
+			*x = b;
+			x->depth = b.depth + 1;
+		}
 		break;
 	}
 	return 0;

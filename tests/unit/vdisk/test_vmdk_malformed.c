@@ -211,7 +211,8 @@ static void t_extent_lines(void **s)
 		{ "this is not a descriptor line", -EINVAL, "line 8" },
 		{ "CID=xyz", -EINVAL, "CID" },
 		{ "", -EINVAL, "no extent lines" },
-		{ "parentCID=0000abcd\nRW 2048 FLAT \"data.raw\" 0", -ENOTSUP, "parent" },
+		{ "parentCID=0000abcd\nRW 2048 FLAT \"data.raw\" 0", -EINVAL, "parentFileNameHint" },
+		{ "parentCID=0000abcd\nparentFileNameHint=\"gone.vmdk\"\nRW 2048 FLAT \"data.raw\" 0", -ENOENT, "gone.vmdk" },
 		{ "RW 2048 FLAT \"missing.raw\" 0", -ENOENT, "missing.raw" },
 		{ "RW 2048 SPARSE \"data.raw\"", -EINVAL, "no sparse header" },
 	};
