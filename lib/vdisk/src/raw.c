@@ -4,7 +4,6 @@
 
 #include <fcntl.h>
 #include <linux/fs.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -12,14 +11,6 @@
 
 struct raw_state {
 	bool blockdev;
-	/* Read-only handles: the last extent SEEK_DATA/SEEK_HOLE found,
-	 * [ext_start, ext_end), data or hole. A read-only open holds a shared
-	 * lock, so nobody changes the file's layout under us; asking again
-	 * for every chunk costs two extent-tree walks each (convert asks per
-	 * 2 MiB chunk; the extents are usually far longer). */
-	pthread_mutex_t ext_lock;
-	uint64_t ext_start, ext_end;
-	bool ext_data;
 };
 
 static int raw_open(struct vdisk *d, const struct vdisk_open_opts *o)
@@ -45,17 +36,14 @@ static int raw_open(struct vdisk *d, const struct vdisk_open_opts *o)
 		free(s);
 		return vd_err(d, -EINVAL, "'%s' is neither a regular file nor a block device", d->path);
 	}
-	pthread_mutex_init(&s->ext_lock, NULL);
 	d->priv = s;
 	return 0;
 }
 
 static int raw_close(struct vdisk *d)
 {
-	struct raw_state *s = d->priv;
 	int r = d->rw ? vd_fdatasync(d->fd) : 0;
-	pthread_mutex_destroy(&s->ext_lock);
-	free(s);
+	free(d->priv);
 	return r;
 }
 
@@ -122,58 +110,33 @@ static int raw_write_zeroes(struct vdisk *d, uint64_t off, uint64_t len, unsigne
 	return 0;
 }
 
-static void bs_fill(struct vdisk_extent *e, uint64_t off, uint64_t len, bool data)
-{
-	e->offset = off;
-	e->length = len;
-	e->depth = 0;
-	e->host_offset = off;
-	e->flags = data ? VDISK_BS_DATA | VDISK_BS_ALLOCATED | VDISK_BS_OFFSET
-	                : VDISK_BS_ZERO | VDISK_BS_ALLOCATED;
-}
-
 static int raw_block_status(struct vdisk *d, uint64_t off, uint64_t len,
                             struct vdisk_extent *e)
 {
 	struct raw_state *s = d->priv;
-	bs_fill(e, off, len, true);
+	e->offset = off;
+	e->length = len;
+	e->depth = 0;
+	e->host_offset = off;
+	e->flags = VDISK_BS_DATA | VDISK_BS_ALLOCATED | VDISK_BS_OFFSET;
 	if (s->blockdev)
 		return 0;
-	bool cache = !d->rw;
-	if (cache) {
-		pthread_mutex_lock(&s->ext_lock);
-		bool hit = off >= s->ext_start && off < s->ext_end;
-		if (hit)
-			bs_fill(e, off, VD_MIN(len, s->ext_end - off), s->ext_data);
-		pthread_mutex_unlock(&s->ext_lock);
-		if (hit)
-			return 0;
-	}
-	uint64_t start = off, end;
-	bool data;
-	off_t at = lseek(d->fd, (off_t)off, SEEK_DATA);
-	if (at < 0 && errno == ENXIO) {
+	off_t data = lseek(d->fd, (off_t)off, SEEK_DATA);
+	if (data < 0 && errno == ENXIO) {
 		/* all hole to EOF */
-		data = false;
-		end = UINT64_MAX;
-	} else if (at < 0) {
+		e->flags = VDISK_BS_ZERO | VDISK_BS_ALLOCATED;
+		return 0;
+	}
+	if (data < 0)
 		return 0; /* SEEK_DATA unsupported: report data */
-	} else if ((uint64_t)at > off) {
-		data = false;
-		end = (uint64_t)at;
-	} else {
-		data = true;
-		off_t hole = lseek(d->fd, (off_t)off, SEEK_HOLE);
-		end = hole > (off_t)off ? (uint64_t)hole : UINT64_MAX;
+	if ((uint64_t)data > off) {
+		e->length = VD_MIN(len, (uint64_t)data - off);
+		e->flags = VDISK_BS_ZERO | VDISK_BS_ALLOCATED;
+		return 0;
 	}
-	bs_fill(e, off, VD_MIN(len, end - off), data);
-	if (cache) {
-		pthread_mutex_lock(&s->ext_lock);
-		s->ext_start = start;
-		s->ext_end = end;
-		s->ext_data = data;
-		pthread_mutex_unlock(&s->ext_lock);
-	}
+	off_t hole = lseek(d->fd, (off_t)off, SEEK_HOLE);
+	if (hole > (off_t)off)
+		e->length = VD_MIN(len, (uint64_t)hole - off);
 	return 0;
 }
 
