@@ -65,7 +65,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 	struct vdisk *d;
-	struct vdisk_open_opts o = { .format = "vmdk", .flags = VDISK_OPEN_NO_LOCK };
+	struct vdisk_open_opts o = { .format = "vmdk",
+	                             .flags = VDISK_OPEN_NO_LOCK | VDISK_OPEN_NO_BACKING };
 	struct vdisk_error e;
 	if (vdisk_open(&d, path, &o, &e) == 0) {
 		exercise_read(d);
