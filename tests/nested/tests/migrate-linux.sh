@@ -12,9 +12,13 @@
 # clean (superblock state "clean", no ext2 or I/O errors in the kernel log),
 # the guest powers off on the destination with status 0, the source (paused
 # for good after the handover) never ran it again, and a later boot mounts
-# the disk and finds the same counter file.
+# the disk and finds the same counter file. MIG_FORMAT=qcow2 (migrate-linux-
+# qcow2.sh): the disk is a qcow2 image, which the source allocates clusters
+# in during the migration and the destination reopens at the handover; it
+# must also pass the image check.
 # timeout: 900
 . /nested/lib.sh
+MIG_FORMAT=${MIG_FORMAT:-raw}
 [ "$NESTED_VMM" = tern ] || skip "tern only (migration)"
 need_vmm
 command -v ternctl >/dev/null 2>&1 || skip "no ternctl in the outer machine"
@@ -23,7 +27,14 @@ HTTP_PORT=8592
 SRC_SOCK=$PWD/src.sock
 DST_SOCK=$PWD/dst.sock
 MIG=$PWD/mig.sock
-truncate -s 64M disk.raw || fail "cannot make a 64 MiB image"
+DISK=$PWD/disk.$MIG_FORMAT
+if [ "$MIG_FORMAT" = raw ]; then
+    truncate -s 64M "$DISK" || fail "cannot make a 64 MiB image"
+elif command -v tern-img >/dev/null 2>&1; then
+    tern-img create -f qcow2 "$DISK" 64M >/dev/null || fail "tern-img create failed"
+else
+    skip "no tern-img in the outer machine to make a qcow2 image"
+fi
 mkdir -p www
 httpd -f -p 127.0.0.1:$HTTP_PORT -h "$PWD/www" &
 httpd_pid=$!
@@ -79,7 +90,7 @@ EOF
 
 # the source
 run_linux --timeout 700 --cpus 2 --script guest.sh --out "$PWD/console1" -- \
-    -o disk.0.path="$PWD/disk.raw" -o net.0.backend=user -o "control.path=$SRC_SOCK" &
+    -o disk.0.path="$DISK" -o disk.0.format=$MIG_FORMAT -o net.0.backend=user -o "control.path=$SRC_SOCK" &
 vm_pid=$!
 i=0
 until grep -q MIG-READY console1 2>/dev/null; do
@@ -114,9 +125,11 @@ fi
 t1=$(now_cs)
 echo "migrate: $(cat mig.json)"
 field() { sed -n "s/.*\"$1\": *\([0-9.]*\).*/\1/p" mig.json | head -n 1; }
-metric migrate_linux_total "$(fmt_cs $((t1 - t0)))" s
-metric migrate_linux_downtime "$(field downtime_ms)" ms
-metric migrate_linux_rounds "$(field rounds)" rounds
+mname=migrate_linux
+[ "$MIG_FORMAT" = raw ] || mname=migrate_linux_$MIG_FORMAT
+metric ${mname}_total "$(fmt_cs $((t1 - t0)))" s
+metric ${mname}_downtime "$(field downtime_ms)" ms
+metric ${mname}_rounds "$(field rounds)" rounds
 
 # the source stays paused for good after the handover: it must refuse to
 # run the guest again, and ends when told to
@@ -149,10 +162,20 @@ n=$(tr -d '\r' <console2 | sed -n 's/^MIG-COUNTER-OK \([0-9]*\)$/\1/p')
 sum=$(tr -d '\r' <console2 | sed -n 's/^MIG-SUM \([0-9a-f]*\) .*/\1/p')
 
 # the superblock says clean (s_state at byte 1024+58: 1 = valid, 2 = errors)
-state=$(od -An -tu2 -j 1082 -N2 disk.raw | tr -d ' ')
+RAW=$DISK
+if [ "$MIG_FORMAT" != raw ]; then
+    if command -v qemu-img >/dev/null 2>&1; then
+        qemu-img check -f qcow2 "$DISK" || fail "qemu-img check finds the image damaged"
+    else
+        tern-img check "$DISK" || fail "tern-img check finds the image damaged"
+    fi
+    RAW=$PWD/back.raw
+    tern-img convert -O raw "$DISK" "$RAW" || fail "tern-img convert failed"
+fi
+state=$(od -An -tu2 -j 1082 -N2 "$RAW" | tr -d ' ')
 [ "$state" = 1 ] || fail "the ext2 superblock state is $state, not clean (1)"
 
-run_linux --timeout 200 --script check.sh -- -o disk.0.path="$PWD/disk.raw"
+run_linux --timeout 200 --script check.sh -- -o disk.0.path="$DISK" -o disk.0.format=$MIG_FORMAT
 tr -d '\r' <"$CONSOLE" | grep -E '^MIG-' | sed 's/^/  3| /'
 expect_console "^MIG-SUM3 $sum " "the counter file read on a fresh boot differs"
 expect_console '^MIG-FS-ERRORS3 0$' "mounting the disk again reported errors"
