@@ -15,12 +15,16 @@
 # its stride mode: request i at (i * STEP) mod image size, STEP an odd
 # multiple of 4 KiB, which visits every 4 KiB block once per pass in a
 # scattered order. Both open the images through the page cache (qemu-img:
-# -t writeback, its bench default; tern-img: buffered I/O) and flush once at
-# the end of a write run. convert: tern-img always flushes the target once
+# -t writeback, its bench default; tern-img: buffered I/O) and flush at
+# the end of a write run (qemu-img when it closes the image, after it
+# prints its own time; tern-img before it prints). convert: tern-img always flushes the target once
 # at the end (4 threads); qemu-img runs with -t writeback, which does the
 # same (8 coroutines). qemu-img's own default, cache=unsafe, never flushes:
 # QCONVERT_CACHE=unsafe measures that (faster, and not durable). Times are
-# wall clock for the whole command (open, I/O, flush, close), best of REPS.
+# wall clock for the whole command (open, I/O, flush, close), best of REPS;
+# each repetition runs tern-img then qemu-img (so both see the same host
+# load), each after a sync (so neither pays for dirty pages left by an
+# earlier step: the source image, the other tool's run).
 #
 # usage: bench/vdisk.sh [BUILD_DIR]        (default: build)
 # environment:
@@ -67,33 +71,50 @@ extras_vpc() { echo from_raw_fixed; }
 
 # ---- timing ---------------------------------------------------------------
 now() { date +%s.%N; }
-# best wall time of REPS runs of: prep-function, then the command
-besttime() {   # prep cmd...
-	local prep=$1 best="" t0 t1 t
+# One timed run: prep-function, sync, then the command; prints seconds or nan.
+# The sync keeps dirty pages of earlier steps (the 1 GiB source, the other
+# tool's last run) from being written back during this one.
+timed() {   # prep cmd...
+	local prep=$1 t0 t1
 	shift
+	$prep
+	sync
+	t0=$(now)
+	if ! "$@" >cmd.log 2>&1; then
+		echo "FAILED: $*" >&2
+		cat cmd.log >&2
+		echo nan
+		return
+	fi
+	t1=$(now)
+	echo "$t1 - $t0" | bc -l
+}
+minof() { # a b -> the smaller (nan if either is nan)
+	case "$1$2" in *nan*) echo nan; return ;; esac
+	if [ -z "$1" ] || [ "$(echo "$2 < $1" | bc -l)" = 1 ]; then echo "$2"; else echo "$1"; fi
+}
+# Best wall time of REPS runs of each tool, alternating tern-img and
+# qemu-img run by run so that a change in host load hits both alike.
+# The two commands are given as the arrays TCMD and QCMD; prints "t q".
+duel() {   # prep_t prep_q
+	local bt="" bq="" r
 	for ((r = 0; r < REPS; r++)); do
-		$prep
-		t0=$(now)
-		if ! "$@" >cmd.log 2>&1; then
-			echo "FAILED: $*" >&2
-			cat cmd.log >&2
-			echo "nan"
-			return
-		fi
-		t1=$(now)
-		t=$(echo "$t1 - $t0" | bc -l)
-		if [ -z "$best" ] || [ "$(echo "$t < $best" | bc -l)" = 1 ]; then best=$t; fi
+		bt=$(minof "$bt" "$(timed "$1" "${TCMD[@]}")")
+		bq=$(minof "$bq" "$(timed "$2" "${QCMD[@]}")")
 	done
-	printf '%.3f\n' "$best"
+	fmt3() { case $1 in nan) echo nan ;; *) printf '%.3f' "$1" ;; esac; }
+	echo "$(fmt3 "$bt") $(fmt3 "$bq")"
 }
 nothing() { :; }
 
 ROWS=()
-row() {   # fmt what tern qemu
-	local ratio=nan
-	case "$3$4" in *nan*) ;; *) ratio=$(printf '%.2f' "$(echo "$3 / $4" | bc -l)") ;; esac
-	ROWS+=("| $1 | $2 | $3 | $4 | $ratio |")
-	printf '%-6s %-16s tern %8s s   qemu-img %8s s   ratio %s\n' "$1" "$2" "$3" "$4" "$ratio"
+row() {   # fmt what "tern qemu" (as duel prints them)
+	local t q ratio=nan
+	read -r t q <<<"$3"
+	case "$t$q" in *nan*) ;; *) ratio=$(printf '%.2f' "$(echo "$t / $q" | bc -l)") ;; esac
+	ROWS+=("| $1 | $2 | $t | $q | $ratio |")
+	printf '%-6s %-16s tern %8s s   qemu-img %8s s   ratio %s   (load %s)\n' "$1" "$2" "$t" "$q" "$ratio" \
+		"$(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
 # ---- inputs ---------------------------------------------------------------
@@ -110,68 +131,54 @@ data_image() {   # fmt -> data.FMT (same file for both tools' reads)
 
 # ---- measurements (one function each; $1 = format) -------------------------
 m_randread() {
-	local n=$READS
-	row "$1" randread-4k \
-		"$(besttime nothing "$TI" bench -f "$1" -c $n -d 32 -s 4096 -S $STEP "data.$1")" \
-		"$(besttime nothing "$QI" bench -f "$1" -t writeback -c $n -d 32 -s 4096 -S $STEP "data.$1")"
+	TCMD=("$TI" bench -f "$1" -c "$READS" -d 32 -s 4096 -S $STEP "data.$1")
+	QCMD=("$QI" bench -f "$1" -t writeback -c "$READS" -d 32 -s 4096 -S $STEP "data.$1")
+	row "$1" randread-4k "$(duel nothing nothing)"
 }
 m_seqread() {
 	local n=$((SIZE_MB * 2))
-	row "$1" seqread-1m \
-		"$(besttime nothing "$TI" bench -f "$1" -c $n -d 4 -s 1M "data.$1")" \
-		"$(besttime nothing "$QI" bench -f "$1" -t writeback -c $n -d 4 -s 1M "data.$1")"
+	TCMD=("$TI" bench -f "$1" -c $n -d 4 -s 1M "data.$1")
+	QCMD=("$QI" bench -f "$1" -t writeback -c $n -d 4 -s 1M "data.$1")
+	row "$1" seqread-1m "$(duel nothing nothing)"
 }
 fresh_t() { rm -f "t.$FMT"; "$QI" create -q -f "$FMT" $(create_opts "$FMT") "t.$FMT" ${SIZE_MB}M; }
 fresh_q() { rm -f "q.$FMT"; "$QI" create -q -f "$FMT" $(create_opts "$FMT") "q.$FMT" ${SIZE_MB}M; }
 m_allocwrite() {
 	FMT=$1
-	row "$1" allocwrite-4k \
-		"$(besttime fresh_t "$TI" bench -w -f "$1" -c $WRITES -d 32 -s 4096 -S $STEP "t.$1")" \
-		"$(besttime fresh_q "$QI" bench -w -f "$1" -t writeback -c $WRITES -d 32 -s 4096 -S $STEP "q.$1")"
+	TCMD=("$TI" bench -w -f "$1" -c "$WRITES" -d 32 -s 4096 -S $STEP "t.$1")
+	QCMD=("$QI" bench -w -f "$1" -t writeback -c "$WRITES" -d 32 -s 4096 -S $STEP "q.$1")
+	row "$1" allocwrite-4k "$(duel fresh_t fresh_q)"
 }
 m_rewrite() {   # after m_allocwrite: the same offsets, now allocated
-	row "$1" rewrite-4k \
-		"$(besttime nothing "$TI" bench -w -f "$1" -c $WRITES -d 32 -s 4096 -S $STEP "t.$1")" \
-		"$(besttime nothing "$QI" bench -w -f "$1" -t writeback -c $WRITES -d 32 -s 4096 -S $STEP "q.$1")"
+	TCMD=("$TI" bench -w -f "$1" -c "$WRITES" -d 32 -s 4096 -S $STEP "t.$1")
+	QCMD=("$QI" bench -w -f "$1" -t writeback -c "$WRITES" -d 32 -s 4096 -S $STEP "q.$1")
+	row "$1" rewrite-4k "$(duel nothing nothing)"
 }
 rm_out() { rm -f out.*; }
-m_to_raw() {
-	row "$1" convert-to-raw \
-		"$(besttime rm_out "$TI" convert -f "$1" -O raw "data.$1" out.raw)" \
-		"$(besttime rm_out "$QI" convert -t "$QCONVERT_CACHE" -f "$1" -O raw "data.$1" out.raw)"
+convert_row() {   # fmt name convert-args... (the same for both tools)
+	local f=$1 name=$2
+	shift 2
+	TCMD=("$TI" convert "$@")
+	QCMD=("$QI" convert -t "$QCONVERT_CACHE" "$@")
+	row "$f" "$name" "$(duel rm_out rm_out)"
 }
-m_from_raw() {
-	# shellcheck disable=SC2046
-	row "$1" convert-from-raw \
-		"$(besttime rm_out "$TI" convert -f raw -O "$1" $(create_opts "$1") src.raw "out.$1")" \
-		"$(besttime rm_out "$QI" convert -t "$QCONVERT_CACHE" -f raw -O "$1" $(create_opts "$1") src.raw "out.$1")"
-}
-m_from_raw_zstd() {
-	row "$1" convert-zstd \
-		"$(besttime rm_out "$TI" convert -c -f raw -O "$1" -o compression_type=zstd src.raw "out.$1")" \
-		"$(besttime rm_out "$QI" convert -t "$QCONVERT_CACHE" -c -f raw -O "$1" -o compression_type=zstd src.raw "out.$1")"
-}
+m_to_raw() { convert_row "$1" convert-to-raw -f "$1" -O raw "data.$1" out.raw; }
+# shellcheck disable=SC2046
+m_from_raw() { convert_row "$1" convert-from-raw -f raw -O "$1" $(create_opts "$1") src.raw "out.$1"; }
+m_from_raw_zstd() { convert_row "$1" convert-zstd -c -f raw -O "$1" -o compression_type=zstd src.raw "out.$1"; }
 m_from_raw_stream() {
-	row "$1" convert-stream \
-		"$(besttime rm_out "$TI" convert -f raw -O vmdk -o subformat=streamOptimized src.raw "out.$1")" \
-		"$(besttime rm_out "$QI" convert -t "$QCONVERT_CACHE" -f raw -O vmdk -o subformat=streamOptimized src.raw "out.$1")"
+	convert_row "$1" convert-stream -f raw -O vmdk -o subformat=streamOptimized src.raw "out.$1"
 }
 m_to_raw_stream() {
 	"$QI" convert -f raw -O vmdk -o subformat=streamOptimized src.raw stream.vmdk
-	row "$1" stream-to-raw \
-		"$(besttime rm_out "$TI" convert -f vmdk -O raw stream.vmdk out.raw)" \
-		"$(besttime rm_out "$QI" convert -t "$QCONVERT_CACHE" -f vmdk -O raw stream.vmdk out.raw)"
+	convert_row "$1" stream-to-raw -f vmdk -O raw stream.vmdk out.raw
 	rm -f stream.vmdk
 }
 m_from_raw_static() {   # vdi static=on: every block allocated
-	row "$1" convert-static \
-		"$(besttime rm_out "$TI" convert -f raw -O vdi -o static=on src.raw "out.$1")" \
-		"$(besttime rm_out "$QI" convert -t "$QCONVERT_CACHE" -f raw -O vdi -o static=on src.raw "out.$1")"
+	convert_row "$1" convert-static -f raw -O vdi -o static=on src.raw "out.$1"
 }
 m_from_raw_fixed() {   # vpc subformat=fixed: raw data and a footer
-	row "$1" convert-fixed \
-		"$(besttime rm_out "$TI" convert -f raw -O vpc -o subformat=fixed,force_size=on src.raw "out.$1")" \
-		"$(besttime rm_out "$QI" convert -t "$QCONVERT_CACHE" -f raw -O vpc -o subformat=fixed,force_size=on src.raw "out.$1")"
+	convert_row "$1" convert-fixed -f raw -O vpc -o subformat=fixed,force_size=on src.raw "out.$1"
 }
 MEASURES="randread seqread allocwrite rewrite to_raw from_raw"
 
