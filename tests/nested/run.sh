@@ -20,8 +20,8 @@
 #   --timeout SECS    overall limit; QEMU is killed past it (default 1200)
 #   --test-timeout S  default per-test limit (default 300)
 #   --stall SECS      a machine silent for SECS during a test is stuck: it is
-#                     killed, the test tried once more in a fresh machine
-#                     and the remaining tests run there (default 240)
+#                     killed, the test tried again in a fresh machine (up to
+#                     3 tries) and the remaining tests run there (default 150)
 #   --memory SIZE     outer machine memory (default 4G)
 #   --smp N           outer machine vCPUs (default 2)
 #   --run-dir DIR     where this run's outer initrd, console log
@@ -47,7 +47,7 @@ with_qemu=1
 vmm=tern
 overall=1200
 test_timeout=300
-stall=240
+stall=150
 memory=4G
 smp=2
 rundir=$WORK/run
@@ -204,8 +204,9 @@ todo=("${tests[@]}")
 logs=()
 boots=0
 timedout=0
-# A test that was running when the machine got stuck is tried once more in
-# a fresh machine after the others; whatever the second try says stands.
+# A test that was running when the machine got stuck is tried again in a
+# fresh machine after the others (up to 3 tries in all); whatever the last
+# try says stands.
 while [ ${#todo[@]} -gt 0 ]; do
     left=$(awk -v o="$overall" -v e="$(since "$start")" 'BEGIN { printf "%d", o - e }')
     if [ "$left" -le 30 ]; then
@@ -227,7 +228,7 @@ while [ ${#todo[@]} -gt 0 ]; do
             BEGIN) began=$name; tried[$name]=$(( ${tried[$name]:-0} + 1 )) ;;
             PASS|FAIL|SKIP) result[$name]=$what; shift 2; detail[$name]="$*"; began=
                 if [ "${tried[$name]}" -ge 2 ]; then
-                    detail[$name]="${detail[$name]} (second try: the first outer machine got stuck during it)"
+                    detail[$name]="${detail[$name]} (try ${tried[$name]}: an outer machine got stuck during the earlier one(s))"
                 fi ;;
         esac
     done < <(tr -d '\r' <"$log" | grep -ao '@@TERN-TEST .*')
@@ -237,10 +238,9 @@ while [ ${#todo[@]} -gt 0 ]; do
         [ -z "${result[$t]}" ] && [ "$t" != "$began" ] && next+=("$t")
     done
     if [ -n "$began" ]; then
-        if [ $bootstate = stuck ] && [ "${tried[$began]}" -lt 2 ]; then
-            echo "run.sh: $began was running when the outer machine got stuck; trying it once more in a fresh machine" >&2
+        if [ $bootstate = stuck ] && [ "${tried[$began]}" -lt 3 ]; then
+            echo "run.sh: $began was running when the outer machine got stuck; trying it again in a fresh machine" >&2
             next+=("$began")
-            detail[$began]="(the first outer machine got stuck during it; this is the second try)"
         else
             result[$began]=FAIL
             detail[$began]="the outer machine got stuck or died during it (try ${tried[$began]}; see the outer console log)"
