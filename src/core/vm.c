@@ -122,6 +122,15 @@ int vm_start(struct vm *vm, bool paused, struct terr *err)
 			return r;
 		}
 	}
+	/* Loaded state may hold requests the guest made available while the
+	 * saving side was already pausing (its notification dropped or still in
+	 * an eventfd there); with event-index suppression the guest will not
+	 * notify again, so devices look at their queues now, as after a resume.
+	 * Started paused, the vm_resume that releases the VM does it. */
+	if (vm->state_loaded && !paused)
+		for (struct device *d = vm->devices; d; d = d->next)
+			if (d->ops->resume)
+				d->ops->resume(d);
 	return 0;
 }
 

@@ -50,6 +50,7 @@ struct vm {
 	bool pause_req;
 	unsigned paused_users;        /* nested vm_pause() calls */
 	bool pause_busy;              /* a pause or resume is under way */
+	bool state_loaded;            /* devices were loaded from a snapshot or a migration */
 	unsigned parked;              /* vCPU threads parked */
 	unsigned live_threads;        /* vCPU threads not yet exited */
 	bool exit_req;

@@ -176,6 +176,8 @@ int snapshot_apply_sections(const struct snapshot *s, struct machine *m, struct 
 		if (!used[i])
 			ret = terr_set(err, EINVAL, "the snapshot has state for %s (%s), which this "
 				       "configuration does not create", s->sections[i].id, s->sections[i].kind);
+	if (!ret)
+		m->vm.state_loaded = true;   /* vm_start re-checks the devices' queues */
 out:
 	free(used);
 	return ret;
