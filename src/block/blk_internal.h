@@ -73,6 +73,7 @@ struct blk {
 	/* io_uring engine */
 	int fd;
 	bool ring_ok;
+	bool mem_fs;                 /* the image is on tmpfs/ramfs: small I/O inline */
 	struct io_uring ring;
 	struct blk_list backlog;     /* waiting for a free submission entry */
 	unsigned prepared;           /* SQEs prepared, not yet submitted */
