@@ -74,6 +74,7 @@ struct blk {
 	int fd;
 	bool ring_ok;
 	bool mem_fs;                 /* the image is on tmpfs/ramfs: small I/O inline */
+	bool inline_logged;          /* an inline request's failure was logged */
 	struct io_uring ring;
 	struct blk_list backlog;     /* waiting for a free submission entry */
 	unsigned prepared;           /* SQEs prepared, not yet submitted */
@@ -90,6 +91,8 @@ struct blk {
 };
 
 #define BLK_ZBUF_SIZE (1u << 20)
+/* Largest read or write served inline on a memory file system. */
+#define BLK_SYNC_MAX (128u << 10)
 
 /* Finish io with `result` through the ready list (the callback runs at the
  * next reap or poll, never inside submit). */

@@ -78,8 +78,6 @@ static void queue(struct blk *b, struct blk_io *io)
  * non-blocking path). Small ones are done right here instead, saving two
  * thread switches per request; they complete through the ready list at the
  * caller's next reap, as an io_uring completion would. */
-#define BLK_SYNC_MAX (128u << 10)
-
 static bool served_inline(struct blk *b, struct blk_io *io)
 {
 	if (!b->mem_fs || io->len > BLK_SYNC_MAX || (io->op != BLK_READ && io->op != BLK_WRITE))

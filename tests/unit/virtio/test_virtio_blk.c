@@ -154,16 +154,18 @@ static int setup_common(void **ctx, const char *format, enum blk_engine engine, 
 
 static int setup_raw(void **ctx) { return setup_common(ctx, "raw", BLK_ENGINE_AUTO, false, 1); }
 /* The image on tmpfs: small reads and writes are served inline (blk_uring.c) */
-static int setup_raw_shm(void **ctx)
+static int setup_shm(void **ctx, const char *format)
 {
 	struct stat st;
 	if (stat("/dev/shm", &st) || !S_ISDIR(st.st_mode))
-		return setup_raw(ctx);   /* the test below then skips */
+		return setup_common(ctx, format, BLK_ENGINE_AUTO, false, 1);   /* the test skips */
 	setenv("TERN_TEST_BLK_DIR", "/dev/shm", 1);
-	int r = setup_raw(ctx);
+	int r = setup_common(ctx, format, BLK_ENGINE_AUTO, false, 1);
 	unsetenv("TERN_TEST_BLK_DIR");
 	return r;
 }
+static int setup_raw_shm(void **ctx) { return setup_shm(ctx, "raw"); }
+static int setup_qcow2_shm(void **ctx) { return setup_shm(ctx, "qcow2"); }
 static int setup_raw_threads(void **ctx) { return setup_common(ctx, "raw", BLK_ENGINE_THREADS, false, 1); }
 static int setup_qcow2(void **ctx) { return setup_common(ctx, "qcow2", BLK_ENGINE_AUTO, false, 1); }
 static int setup_raw_mq(void **ctx) { return setup_common(ctx, "raw", BLK_ENGINE_AUTO, false, 2); }
@@ -497,9 +499,8 @@ static void test_rw_raw(void **ctx)
  * used ring has it before the event loop ever runs (on other file systems
  * the completion comes from io_uring through the loop). The round trip
  * then also holds there. */
-static void test_rw_raw_tmpfs_inline(void **ctx)
+static void tmpfs_inline(struct fixture *f)
 {
-	struct fixture *f = *ctx;
 	if (strncmp(f->dir, "/dev/shm/", 9))
 		skip();
 	enable_decoding(f);
@@ -521,6 +522,21 @@ static void test_rw_raw_tmpfs_inline(void **ctx)
 	fill(f, DATA(0, 2), 256 * 1024, 7);
 	assert_int_equal(do_req(f, 0, VIRTIO_BLK_T_OUT, 4096, DATA(0, 2), 256 * 1024), VIRTIO_BLK_S_OK);
 	rw_roundtrip(f);
+}
+
+static void test_rw_raw_tmpfs_inline(void **ctx)
+{
+	struct fixture *f = *ctx;
+	assert_string_equal(virtio_blk_engine(f->blk), "io_uring");
+	tmpfs_inline(f);
+}
+
+/* qcow2 (vdisk on worker threads): the same, allocation included */
+static void test_rw_qcow2_tmpfs_inline(void **ctx)
+{
+	struct fixture *f = *ctx;
+	assert_string_equal(virtio_blk_engine(f->blk), "threads");
+	tmpfs_inline(f);
 }
 
 static void test_rw_raw_threads(void **ctx)
@@ -1165,6 +1181,7 @@ int main(void)
 		T(test_rw_raw, setup_raw),
 		T(test_rw_raw_threads, setup_raw_threads),
 		T(test_rw_raw_tmpfs_inline, setup_raw_shm),
+		T(test_rw_qcow2_tmpfs_inline, setup_qcow2_shm),
 		T(test_rw_qcow2, setup_qcow2),
 		T(test_discard_zeroes_raw, setup_raw),
 		T(test_discard_zeroes_qcow2, setup_qcow2),
