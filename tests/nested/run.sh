@@ -172,6 +172,8 @@ boot_outer() {
         elif past "$(since "$quiet_since")" "$stall" &&
              [ "$(grep -ao '@@TERN-TEST [^ ]* [A-Z]*' "$blog" | tail -n 1 | cut -d' ' -f3)" = BEGIN ]; then
             bootstate=stuck
+        elif past "$(since "$quiet_since")" "$((2 * stall))"; then
+            bootstate=stuck     # silent between tests, or before the first
         fi
         if past "$(since "$bstart")" "$limit"; then
             bootstate=timeout
@@ -204,6 +206,7 @@ todo=("${tests[@]}")
 logs=()
 boots=0
 timedout=0
+idle_retry=0
 # A test that was running when the machine got stuck is tried again in a
 # fresh machine after the others (up to 3 tries in all); whatever the last
 # try says stands.
@@ -246,9 +249,11 @@ while [ ${#todo[@]} -gt 0 ]; do
             detail[$began]="the outer machine got stuck or died during it (try ${tried[$began]}; see the outer console log)"
         fi
     fi
-    # a machine that died before starting anything would die again
+    # a machine that died before starting anything would die again; one
+    # that got stuck before it gets one more chance
     if [ ${#next[@]} = ${#todo[@]} ] && [ -z "$began" ]; then
-        break
+        [ $bootstate = stuck ] && [ $idle_retry = 0 ] || break
+        idle_retry=1
     fi
     todo=("${next[@]+"${next[@]}"}")
 done
