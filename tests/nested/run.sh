@@ -21,7 +21,7 @@
 #   --test-timeout S  default per-test limit (default 300)
 #   --stall SECS      a machine silent for SECS during a test is stuck: it is
 #                     killed, the test tried again in a fresh machine (up to
-#                     3 tries) and the remaining tests run there (default 150)
+#                     4 tries) and the remaining tests run there (default 150)
 #   --memory SIZE     outer machine memory (default 4G)
 #   --smp N           outer machine vCPUs (default 2)
 #   --run-dir DIR     where this run's outer initrd, console log
@@ -208,7 +208,7 @@ boots=0
 timedout=0
 idle_retry=0
 # A test that was running when the machine got stuck is tried again in a
-# fresh machine after the others (up to 3 tries in all); whatever the last
+# fresh machine after the others (up to 4 tries in all); whatever the last
 # try says stands.
 while [ ${#todo[@]} -gt 0 ]; do
     left=$(awk -v o="$overall" -v e="$(since "$start")" 'BEGIN { printf "%d", o - e }')
@@ -241,7 +241,7 @@ while [ ${#todo[@]} -gt 0 ]; do
         [ -z "${result[$t]}" ] && [ "$t" != "$began" ] && next+=("$t")
     done
     if [ -n "$began" ]; then
-        if [ $bootstate = stuck ] && [ "${tried[$began]}" -lt 3 ]; then
+        if [ $bootstate = stuck ] && [ "${tried[$began]}" -lt 4 ]; then
             echo "run.sh: $began was running when the outer machine got stuck; trying it again in a fresh machine" >&2
             next+=("$began")
         else
