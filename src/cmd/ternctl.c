@@ -1034,10 +1034,13 @@ static void usage(FILE *f)
 		"\n"
 		"Commands:\n", dir, dir);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
-		char head[64];
+		char head[256];
 		snprintf(head, sizeof(head), "%s%s%s", commands[i].name, *commands[i].usage ? " " : "",
 			 commands[i].usage);
-		fprintf(f, "  %-28s %s\n", head, commands[i].summary);
+		if (strlen(head) > 28)   /* a long usage gets a line of its own */
+			fprintf(f, "  %s\n  %-28s %s\n", head, "", commands[i].summary);
+		else
+			fprintf(f, "  %-28s %s\n", head, commands[i].summary);
 	}
 	fprintf(f,
 		"\n"
