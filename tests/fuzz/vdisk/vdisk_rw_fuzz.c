@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* libFuzzer target: the VDI (vdi) opener, reader and writer. The input is
+/* libFuzzer target: an image format's opener, reader and writer; the
+ * format is FUZZ_FORMAT, set by meson (vdi, vpc). The input is
  * the image file; it is opened without parents, read at a few offsets,
  * mapped with block status and checked; then opened read-write, written
  * (allocating), zeroed, discarded and flushed, and read again. Nothing may
@@ -12,6 +13,10 @@
 #include <unistd.h>
 
 #include "vdisk.h"
+
+#ifndef FUZZ_FORMAT
+#error "build with -DFUZZ_FORMAT=\"vdi\" (or another vdisk format name)"
+#endif
 
 static void exercise(struct vdisk *d, bool rw)
 {
@@ -60,7 +65,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 	struct vdisk *d;
-	struct vdisk_open_opts o = { .format = "vdi",
+	struct vdisk_open_opts o = { .format = FUZZ_FORMAT,
 	                             .flags = VDISK_OPEN_NO_BACKING | VDISK_OPEN_NO_LOCK };
 	struct vdisk_error e;
 	if (vdisk_open(&d, path, &o, &e) == 0) {
