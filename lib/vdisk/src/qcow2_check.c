@@ -19,19 +19,6 @@ struct ck {
 	uint64_t last_data;  /* for fragmentation */
 };
 
-static void report(struct ck *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void report(struct ck *c, const char *fmt, ...)
-{
-	if (!c->r->report)
-		return;
-	char line[512];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	c->r->report(c->r->opaque, line);
-}
-
 static void inc(struct ck *c, uint64_t off, uint64_t len)
 {
 	uint64_t cs = c->q->cluster_size;
@@ -39,7 +26,7 @@ static void inc(struct ck *c, uint64_t off, uint64_t len)
 		return;
 	for (uint64_t k = off / cs; k <= (off + len - 1) / cs; k++) {
 		if (k >= c->n) {
-			report(c, "ERROR: counting reference for region exceeding the end of the file "
+			vd_check_report(c->r, "ERROR: counting reference for region exceeding the end of the file "
 			       "(cluster %llu)", (unsigned long long)k);
 			c->r->corruptions++;
 			return;
@@ -58,7 +45,7 @@ static int walk_l1(struct ck *c, const uint64_t *l1, uint32_t l1_size, bool acti
 		if (!l2)
 			continue;
 		if (l2 % cs) {
-			report(c, "ERROR: L2 table offset %#llx unaligned (L1 index %u)",
+			vd_check_report(c->r, "ERROR: L2 table offset %#llx unaligned (L1 index %u)",
 			       (unsigned long long)l2, i);
 			c->r->corruptions++;
 			continue;
@@ -68,7 +55,7 @@ static int walk_l1(struct ck *c, const uint64_t *l1, uint32_t l1_size, bool acti
 			continue;
 		int r = vd_pread_zero(c->d->fd, c->l2, cs, l2);
 		if (r < 0) {
-			report(c, "ERROR: could not read L2 table at %#llx", (unsigned long long)l2);
+			vd_check_report(c->r, "ERROR: could not read L2 table at %#llx", (unsigned long long)l2);
 			c->r->check_errors++;
 			continue;
 		}
@@ -90,7 +77,7 @@ static int walk_l1(struct ck *c, const uint64_t *l1, uint32_t l1_size, bool acti
 			if (!host)
 				continue;
 			if (host % cs) {
-				report(c, "ERROR: offset=%llx: cluster at guest offset %#llx is not aligned",
+				vd_check_report(c->r, "ERROR: offset=%llx: cluster at guest offset %#llx is not aligned",
 				       (unsigned long long)host, (unsigned long long)guest);
 				c->r->corruptions++;
 				continue;
@@ -122,7 +109,7 @@ static int check_copied(struct ck *c, unsigned fix)
 			return r;
 		bool copied = q->l1[i] & QCOW_OFLAG_COPIED;
 		if ((rc == 1) != copied) {
-			report(c, "ERROR OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%llx refcount=%llu",
+			vd_check_report(c->r, "ERROR OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%llx refcount=%llu",
 			       i, (unsigned long long)q->l1[i], (unsigned long long)rc);
 			c->r->corruptions++;
 			if (fix & VDISK_FIX_ERRORS) {
@@ -146,7 +133,7 @@ static int check_copied(struct ck *c, unsigned fix)
 			if ((r = qcow2_get_refcount(d, host / cs, &rc)) < 0)
 				return r;
 			if ((rc == 1) != !!(e & QCOW_OFLAG_COPIED)) {
-				report(c, "ERROR OFLAG_COPIED data cluster: l2_entry=%llx refcount=%llu",
+				vd_check_report(c->r, "ERROR OFLAG_COPIED data cluster: l2_entry=%llx refcount=%llu",
 				       (unsigned long long)e, (unsigned long long)rc);
 				c->r->corruptions++;
 				if (fix & VDISK_FIX_ERRORS) {
@@ -204,7 +191,7 @@ static int check_once(struct vdisk *d, struct vdisk_check_result *res, unsigned 
 			goto out;
 		}
 		if (vd_pread_full(d->fd, l1, (size_t)sn->l1_size * 8, sn->l1_offset) < 0) {
-			report(&c, "ERROR: could not read the L1 table of snapshot %s", sn->id);
+			vd_check_report(c.r, "ERROR: could not read the L1 table of snapshot %s", sn->id);
 			res->check_errors++;
 			continue;
 		}
@@ -240,7 +227,7 @@ static int check_once(struct vdisk *d, struct vdisk_check_result *res, unsigned 
 		if (rc == want)
 			continue;
 		if (rc > want) {
-			report(&c, "%s cluster %llu refcount=%llu reference=%llu",
+			vd_check_report(c.r, "%s cluster %llu refcount=%llu reference=%llu",
 			       (fix & VDISK_FIX_LEAKS) ? "Repairing" : "Leaked",
 			       (unsigned long long)k, (unsigned long long)rc, (unsigned long long)want);
 			res->leaks++;
@@ -250,7 +237,7 @@ static int check_once(struct vdisk *d, struct vdisk_check_result *res, unsigned 
 				res->leaks_fixed++;
 			}
 		} else {
-			report(&c, "%s cluster %llu refcount=%llu reference=%llu",
+			vd_check_report(c.r, "%s cluster %llu refcount=%llu reference=%llu",
 			       (fix & VDISK_FIX_ERRORS) ? "Repairing" : "ERROR",
 			       (unsigned long long)k, (unsigned long long)rc, (unsigned long long)want);
 			res->corruptions++;

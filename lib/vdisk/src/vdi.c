@@ -636,20 +636,6 @@ static int vdi_info(struct vdisk *d, struct vdisk_info *info)
 
 /* ---- check ------------------------------------------------------------ */
 
-static void report(struct vdisk_check_result *res, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-static void report(struct vdisk_check_result *res, const char *fmt, ...)
-{
-	if (!res->report)
-		return;
-	char line[256];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	res->report(res->opaque, line);
-}
-
 static int vdi_check(struct vdisk *d, struct vdisk_check_result *res, unsigned fix)
 {
 	struct vdi *v = V(d);
@@ -664,13 +650,13 @@ static int vdi_check(struct vdisk *d, struct vdisk_check_result *res, unsigned f
 		if (!slot_used(e))
 			continue;
 		if (e >= v->nblocks) {
-			report(res, "ERROR: block map entry %u points to data block %u (of %u)", b, e,
+			vd_check_report(res, "ERROR: block map entry %u points to data block %u (of %u)", b, e,
 			       v->nblocks);
 			res->corruptions++;
 			continue;
 		}
 		if (owner[e]) {
-			report(res, "ERROR: block map entries %u and %u both use data block %u",
+			vd_check_report(res, "ERROR: block map entries %u and %u both use data block %u",
 			       owner[e] - 1, b, e);
 			res->corruptions++;
 			continue;
@@ -682,12 +668,12 @@ static int vdi_check(struct vdisk *d, struct vdisk_check_result *res, unsigned f
 	free(owner);
 	uint32_t hdr_alloc = le32(v->hdr + H_ALLOCATED);
 	if (!d->rw && used != hdr_alloc) {
-		report(res, "ERROR: allocated blocks mismatch: header says %u, block map uses %u",
+		vd_check_report(res, "ERROR: allocated blocks mismatch: header says %u, block map uses %u",
 		       hdr_alloc, used);
 		res->corruptions++;
 	}
 	if (top > used) {
-		report(res, "ERROR: data blocks are not contiguous (%u used, highest is %u)", used, top);
+		vd_check_report(res, "ERROR: data blocks are not contiguous (%u used, highest is %u)", used, top);
 		res->corruptions++;
 	}
 	res->total_clusters = v->nblocks;

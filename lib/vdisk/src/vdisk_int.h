@@ -86,6 +86,9 @@ int vd_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 int vd_preadv_zero(int fd, const struct iovec *iov, int cnt, uint64_t off, uint64_t len);
 int vd_pwritev_full(int fd, const struct iovec *iov, int cnt, uint64_t off, uint64_t len);
 int vd_fdatasync(int fd);
+/* One line of a check's findings to the caller's report callback, if any. */
+void vd_check_report(struct vdisk_check_result *r, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
 /* An iovec cursor: the sub-vector [off, off+len) of iov. */
 struct vd_iov {

@@ -3,6 +3,7 @@
 #include "vdisk_int.h"
 
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -245,4 +246,16 @@ int vd_pwritev_full(int fd, const struct iovec *iov, int cnt, uint64_t off, uint
 		return r;
 	}
 	return 0;
+}
+
+void vd_check_report(struct vdisk_check_result *r, const char *fmt, ...)
+{
+	if (!r->report)
+		return;
+	char line[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	r->report(r->opaque, line);
 }

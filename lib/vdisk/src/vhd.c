@@ -643,20 +643,6 @@ static int vhd_info(struct vdisk *d, struct vdisk_info *info)
 	return 0;
 }
 
-static void report(struct vdisk_check_result *res, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-static void report(struct vdisk_check_result *res, const char *fmt, ...)
-{
-	if (!res->report)
-		return;
-	char line[256];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	res->report(res->opaque, line);
-}
-
 static int cmp_u32(const void *a, const void *b)
 {
 	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -675,7 +661,7 @@ static int vhd_check(struct vdisk *d, struct vdisk_check_result *res, unsigned f
 	}
 	if (vd_pread_full(d->fd, head, VHD_FOOTER_SIZE, 0) == 0 &&
 	    memcmp(head, v->footer, VHD_FOOTER_SIZE)) {
-		report(res, "ERROR: the footer copy at offset 0 differs from the footer");
+		vd_check_report(res, "ERROR: the footer copy at offset 0 differs from the footer");
 		res->corruptions++;
 	}
 	uint32_t *s = malloc((size_t)VD_MAX(v->nentries, 1) * 4), n = 0;
@@ -688,7 +674,7 @@ static int vhd_check(struct vdisk *d, struct vdisk_check_result *res, unsigned f
 	uint64_t span = (v->bitmap_size + (uint64_t)v->block_size) / 512;
 	for (uint32_t i = 1; i < n; i++)
 		if ((uint64_t)s[i - 1] + span > s[i]) {
-			report(res, "ERROR: blocks at sectors %u and %u overlap", s[i - 1], s[i]);
+			vd_check_report(res, "ERROR: blocks at sectors %u and %u overlap", s[i - 1], s[i]);
 			res->corruptions++;
 		}
 	free(s);

@@ -712,20 +712,6 @@ int vmdk_sparse_flush(struct vdisk *d, struct vmdk_extent *e)
 
 /* ---- check --------------------------------------------------------------- */
 
-static void report(struct vdisk_check_result *r, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-static void report(struct vdisk_check_result *r, const char *fmt, ...)
-{
-	if (!r->report)
-		return;
-	char line[512];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof(line), fmt, ap);
-	va_end(ap);
-	r->report(r->opaque, line);
-}
-
 int vmdk_sparse_check(struct vdisk *d, struct vmdk_extent *e, struct vdisk_check_result *res)
 {
 	struct vmdk_sparse *sp = e->sp;
@@ -742,7 +728,7 @@ int vmdk_sparse_check(struct vdisk *d, struct vmdk_extent *e, struct vdisk_check
 			continue;
 		if ((uint64_t)sec * VMDK_SECTOR + sp->gt_bytes > fsize) {
 			res->corruptions++;
-			report(res, "ERROR: %s: grain table %u at sector %u is beyond the end of the file",
+			vd_check_report(res, "ERROR: %s: grain table %u at sector %u is beyond the end of the file",
 			       ename(d, e), t, sec);
 			continue;
 		}
@@ -750,7 +736,7 @@ int vmdk_sparse_check(struct vdisk *d, struct vmdk_extent *e, struct vdisk_check
 		int r = gt_load(d, e, t, &g);
 		if (r < 0) {
 			res->check_errors++;
-			report(res, "ERROR: %s: %s", ename(d, e), d->errmsg);
+			vd_check_report(res, "ERROR: %s: %s", ename(d, e), d->errmsg);
 			continue;
 		}
 		for (uint32_t i = 0; i < sp->h.gtes; i++) {
@@ -761,14 +747,14 @@ int vmdk_sparse_check(struct vdisk *d, struct vmdk_extent *e, struct vdisk_check
 				continue;
 			if (gi >= ngrains) {
 				res->corruptions++;
-				report(res, "ERROR: %s: grain %llu beyond the extent is allocated",
+				vd_check_report(res, "ERROR: %s: grain %llu beyond the extent is allocated",
 				       ename(d, e), (unsigned long long)gi);
 				continue;
 			}
 			uint64_t host = (uint64_t)v * VMDK_SECTOR;
 			if (host >= fsize || (k == G_DATA && host < sp->overhead_bytes)) {
 				res->corruptions++;
-				report(res, "ERROR: %s: grain %llu at offset %#llx lies %s", ename(d, e),
+				vd_check_report(res, "ERROR: %s: grain %llu at offset %#llx lies %s", ename(d, e),
 				       (unsigned long long)gi, (unsigned long long)host,
 				       host >= fsize ? "beyond the end of the file" : "inside the metadata");
 				continue;
