@@ -67,6 +67,15 @@ int vm_create(struct vm *vm, struct kvm_sys *kvm, uint64_t mem_size, unsigned nc
 		r = terr_set(err, errno, "KVM_SET_IDENTITY_MAP_ADDR: %s", strerror(errno));
 		goto fail;
 	}
+	/* RAM slots before the irqchip: on this nested KVM the first slot of a
+	 * VM that already has an in-kernel irqchip costs 3-8 ms, before it
+	 * 0.05-1 ms (bench/RESULTS.md, "Snapshot") */
+	r = guest_mem_create_from(&vm->mem, mem_size, src, err);
+	if (r)
+		goto fail;
+	r = vm_set_memory(vm, err);
+	if (r)
+		goto fail;
 	if (ioctl(vm->fd, KVM_CREATE_IRQCHIP, 0) < 0) {
 		r = terr_set(err, errno, "KVM_CREATE_IRQCHIP: %s", strerror(errno));
 		goto fail;
@@ -76,12 +85,6 @@ int vm_create(struct vm *vm, struct kvm_sys *kvm, uint64_t mem_size, unsigned nc
 		r = terr_set(err, errno, "KVM_CREATE_PIT2: %s", strerror(errno));
 		goto fail;
 	}
-	r = guest_mem_create_from(&vm->mem, mem_size, src, err);
-	if (r)
-		goto fail;
-	r = vm_set_memory(vm, err);
-	if (r)
-		goto fail;
 	vm->vcpus = calloc(ncpus, sizeof(*vm->vcpus));
 	if (!vm->vcpus) {
 		r = terr_set(err, ENOMEM, "out of memory for %u vCPUs", ncpus);
