@@ -20,6 +20,7 @@ struct snapshot_stats {
 	uint64_t state_bytes;      /* header, sections and TOC */
 	double paused_ms;          /* how long the guest was stopped */
 	double total_ms;
+	bool direct;               /* RAM went out with O_DIRECT (else through the page cache) */
 };
 
 /* Save the running or paused machine to `path`: pause every vCPU and
