@@ -17,10 +17,12 @@
 struct kvm_cpuid2;
 
 /* The protocol this tern speaks, and the oldest it still accepts.
- * 2: the disk lock handover (RELEASED, LOCKED) between HAVE_ALL and GO;
- * a peer speaking only 1 is refused with the versions named. */
-#define MIG_PROTO_VERSION  2
-#define MIG_PROTO_MIN      2
+ * 2: the disk lock handover (RELEASED, LOCKED) between HAVE_ALL and GO.
+ * 3: a RAM frame's checksum covers its head and run table only, so page
+ * data can go out of guest RAM without a copy (sendfile).
+ * A peer speaking only an older one is refused with the versions named. */
+#define MIG_PROTO_VERSION  3
+#define MIG_PROTO_MIN      3
 #define MIG_PAGE_SIZE      4096u
 #define MIG_MAX_CPUID      1024
 

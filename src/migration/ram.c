@@ -17,7 +17,7 @@ static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 static uint32_t get32(const uint8_t *p) { uint32_t v = 0; for (int i = 3; i >= 0; i--) v = v << 8 | p[i]; return v; }
 static uint64_t get64(const uint8_t *p) { uint64_t v = 0; for (int i = 7; i >= 0; i--) v = v << 8 | p[i]; return v; }
 
-static bool page_is_zero(const uint8_t *p)
+bool mig_page_is_zero(const uint8_t *p)
 {
 	const uint64_t *q = (const uint64_t *)p;
 	for (unsigned i = 0; i < PAGE / 8; i += 8)
@@ -37,13 +37,15 @@ int mig_ram_tx_init(struct mig_ram_tx *t, struct mig_conn *c, size_t max_data, b
 	t->max_data = max_data < PAGE ? PAGE : max_data > MIG_RAM_MAX_DATA ? MIG_RAM_MAX_DATA : max_data;
 	t->stage = malloc(t->max_data);
 	t->table = malloc(HEAD + MIG_RAM_RUN_SIZE * MIG_RAM_MAX_RUNS);
+	t->ext = malloc(sizeof(*t->ext) * (t->max_data / PAGE));
+	t->file_fd = -1;
 	t->zstd = zstd;
 	if (zstd) {
 		t->zcap = ZSTD_compressBound(t->max_data);
 		t->zbuf = malloc(t->zcap);
 		t->cctx = ZSTD_createCCtx();
 	}
-	if (!t->stage || !t->table || (zstd && (!t->zbuf || !t->cctx))) {
+	if (!t->stage || !t->table || !t->ext || (zstd && (!t->zbuf || !t->cctx))) {
 		mig_ram_tx_free(t);
 		return terr_set(err, ENOMEM, "out of memory for the RAM sender");
 	}
@@ -55,7 +57,9 @@ void mig_ram_tx_free(struct mig_ram_tx *t)
 	free(t->stage);
 	free(t->table);
 	free(t->zbuf);
+	free(t->ext);
 	ZSTD_freeCCtx(t->cctx);
+	t->ext = NULL;
 	t->stage = t->table = t->zbuf = NULL;
 	t->cctx = NULL;
 }
@@ -78,14 +82,21 @@ int mig_ram_tx_flush(struct mig_ram_tx *t, struct terr *err)
 	}
 	put32(t->table, t->nruns);
 	put32(t->table + 4, flags);
-	struct iovec iov[2] = { { t->table, HEAD + MIG_RAM_RUN_SIZE * t->nruns },
-				{ (void *)data, dlen } };
+	struct iovec head = { t->table, HEAD + MIG_RAM_RUN_SIZE * t->nruns };
+	struct iovec tail = { (void *)data, dlen };
 	uint64_t before = t->c->tx_bytes;
-	int r = mig_send(t->c, MIG_RAM, iov, 2, err);
+	int r = mig_send_split(t->c, MIG_RAM, (uint32_t)(head.iov_len + dlen + t->file_len), &head, 1,
+			       err);
+	if (!r)
+		r = mig_send_tail(t->c, &tail, 1, err);
+	for (unsigned i = 0; i < t->next && !r; i++)
+		r = mig_send_file(t->c, t->file_fd, t->ext[i][0], (size_t)t->ext[i][1], err);
 	t->bytes += t->c->tx_bytes - before;
 	t->frames++;
 	t->nruns = 0;
 	t->stage_len = 0;
+	t->file_len = 0;
+	t->next = 0;
 	t->run_kind = 0;
 	return r;
 }
@@ -118,7 +129,7 @@ static int add_to_run(struct mig_ram_tx *t, uint64_t gpa, int kind, struct terr 
 
 int mig_ram_tx_page(struct mig_ram_tx *t, uint64_t gpa, const uint8_t *hva, struct terr *err)
 {
-	if (t->stage_len + PAGE > t->max_data) {
+	if (t->file_len || t->stage_len + PAGE > t->max_data) {
 		int r = mig_ram_tx_flush(t, err);
 		if (r)
 			return r;
@@ -126,7 +137,7 @@ int mig_ram_tx_page(struct mig_ram_tx *t, uint64_t gpa, const uint8_t *hva, stru
 	/* the copy is what gets checked and sent: the guest may be writing */
 	uint8_t *dst = t->stage + t->stage_len;
 	memcpy(dst, hva, PAGE);
-	if (page_is_zero(dst)) {
+	if (mig_page_is_zero(dst)) {
 		t->pages_zero++;
 		return add_to_run(t, gpa, MIG_RUN_ZERO, err);
 	}
@@ -148,7 +159,7 @@ uint8_t *mig_ram_tx_reserve(struct mig_ram_tx *t, size_t n, struct terr *err)
 		terr_set(err, EINVAL, "%zu pages do not fit in one RAM frame", n);
 		return NULL;
 	}
-	if (t->stage_len + n * PAGE > t->max_data && mig_ram_tx_flush(t, err))
+	if ((t->file_len || t->stage_len + n * PAGE > t->max_data) && mig_ram_tx_flush(t, err))
 		return NULL;
 	return t->stage + t->stage_len;
 }
@@ -159,7 +170,7 @@ int mig_ram_tx_commit(struct mig_ram_tx *t, uint64_t gpa, size_t n, struct terr 
 	const uint8_t *src = t->stage + t->stage_len;
 	for (size_t i = 0; i < n; i++, src += PAGE, gpa += PAGE) {
 		int r;
-		if (page_is_zero(src)) {
+		if (mig_page_is_zero(src)) {
 			t->pages_zero++;
 			r = add_to_run(t, gpa, MIG_RUN_ZERO, err);
 		} else {
@@ -173,6 +184,44 @@ int mig_ram_tx_commit(struct mig_ram_tx *t, uint64_t gpa, size_t n, struct terr 
 			return r;
 	}
 	return 0;
+}
+
+int mig_ram_tx_file_page(struct mig_ram_tx *t, uint64_t gpa, int fd, uint64_t off,
+			 struct terr *err)
+{
+	if (t->stage_len || (t->file_len && fd != t->file_fd) || t->file_len + PAGE > t->max_data) {
+		int r = mig_ram_tx_flush(t, err);
+		if (r)
+			return r;
+	}
+	int r = add_to_run(t, gpa, MIG_RUN_DATA, err);
+	if (r)
+		return r;
+	t->file_fd = fd;
+	if (t->next && t->ext[t->next - 1][0] + t->ext[t->next - 1][1] == off) {
+		t->ext[t->next - 1][1] += PAGE;
+	} else {
+		t->ext[t->next][0] = off;
+		t->ext[t->next][1] = PAGE;
+		t->next++;
+	}
+	t->file_len += PAGE;
+	t->pages_data++;
+	return 0;
+}
+
+int mig_ram_tx_zero(struct mig_ram_tx *t, uint64_t gpa, struct terr *err)
+{
+	t->pages_zero++;
+	return add_to_run(t, gpa, MIG_RUN_ZERO, err);
+}
+
+size_t mig_ram_summed(const uint8_t *payload, size_t len)
+{
+	if (len < HEAD)
+		return len;
+	uint64_t want = HEAD + (uint64_t)MIG_RAM_RUN_SIZE * get32(payload);
+	return want < len ? (size_t)want : len;
 }
 
 /* ---- receiver ---------------------------------------------------------- */
@@ -244,7 +293,8 @@ int mig_ram_rx_frame(struct mig_ram_rx *r, struct mig_conn *c, uint32_t len, str
 	if ((uint64_t)len - HEAD < (uint64_t)nruns * MIG_RAM_RUN_SIZE)
 		return bad(c, err, "%u runs do not fit in %u bytes", nruns, len);
 	uint8_t *tab = r->table;
-	if ((e = mig_frame_read(c, tab, (size_t)nruns * MIG_RAM_RUN_SIZE, err)))
+	if ((e = mig_frame_read(c, tab, (size_t)nruns * MIG_RAM_RUN_SIZE, err)) ||
+	    (e = mig_frame_check(c, err)))
 		return e;
 	/* check every run before writing anything */
 	uint64_t data_bytes = 0;

@@ -6,10 +6,17 @@
  *
  * A DATA run's pages follow in the data part, in run order; a ZERO run has
  * none (the pages are zero). With MIG_RAM_ZSTD the data part is one zstd
- * frame holding those bytes. The sender copies each page out of guest RAM
- * before it checks and sends it, so a page the guest changes meanwhile is
- * sent whole (the dirty log has it sent again); the receiver writes straight
- * into guest RAM and trusts the frame only once its checksum matched. */
+ * frame holding those bytes. The frame's checksum covers its head and run
+ * table only: the receiver checks it before it writes anything, then reads
+ * the data part straight into guest RAM.
+ *
+ * Page data leaves the sender either copied (mig_ram_tx_page, reserve and
+ * commit: a page the guest changes meanwhile is sent as it was when copied)
+ * or straight from guest RAM's memfd with sendfile (mig_ram_tx_file_page: no
+ * copy; what arrives is the page as it was when the kernel copied it out on
+ * the receiving side). Either way a page the guest writes after its dirty
+ * bit was cleared is in the next round's log and sent again, so the last
+ * version to arrive is the one the paused guest left. */
 #ifndef TERN_MIGRATION_RAM_H
 #define TERN_MIGRATION_RAM_H
 
@@ -42,6 +49,11 @@ struct mig_ram_tx {
 	void *cctx;
 	uint8_t *zbuf;
 	size_t zcap;
+	/* zero-copy frames: page data as extents of file_fd */
+	int file_fd;
+	uint64_t (*ext)[2];         /* offset, length */
+	unsigned next;
+	size_t file_len;
 	/* counters */
 	uint64_t pages_data, pages_zero, frames, bytes;   /* bytes: on the wire */
 };
@@ -60,6 +72,16 @@ int mig_ram_tx_flush(struct mig_ram_tx *t, struct terr *err);
  * gpa. NULL on error. */
 uint8_t *mig_ram_tx_reserve(struct mig_ram_tx *t, size_t n, struct terr *err);
 int mig_ram_tx_commit(struct mig_ram_tx *t, uint64_t gpa, size_t n, struct terr *err);
+/* Page `gpa` sent from fd at offset off without a copy (not with zstd), and
+ * a page known to be zero. */
+int mig_ram_tx_file_page(struct mig_ram_tx *t, uint64_t gpa, int fd, uint64_t off,
+			 struct terr *err);
+int mig_ram_tx_zero(struct mig_ram_tx *t, uint64_t gpa, struct terr *err);
+/* How many bytes at the start of a RAM frame's payload its checksum covers
+ * (the head and run table, as far as the payload reaches). */
+size_t mig_ram_summed(const uint8_t *payload, size_t len);
+/* Whether the 4 KiB page at p is all zeros. */
+bool mig_page_is_zero(const uint8_t *p);
 
 struct mig_ram_rx {
 	struct guest_mem *mem;

@@ -19,11 +19,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #define PAGE            4096u
 #define CHUNK_PAGES     512u        /* dirty log cleared and sent 2 MiB at a time */
+#define SCRATCH_PAGES   64u         /* pages not in core read at once */
 #define CONNECT_MS      5000
 #define PEER_WAIT_MS    60000       /* longest silence of the destination */
 #define STARTED_WAIT_MS 30000
@@ -84,6 +86,7 @@ struct src {
 	struct mig_conn conn;
 	struct mig_ratelimit rl;
 	struct mig_ram_tx tx;
+	uint8_t *scratch;          /* SCRATCH_PAGES pages */
 	bool tx_ready;
 	struct slot slots[GUEST_MEM_MAX_REGIONS];
 	unsigned nslots;
@@ -284,6 +287,20 @@ static int send_bits(struct src *s, struct slot *sl, uint64_t first, uint64_t n,
 	return 0;
 }
 
+static int pread_full(int fd, uint8_t *dst, size_t len, uint64_t off, struct terr *err)
+{
+	for (size_t done = 0; done < len;) {
+		ssize_t k = pread(fd, dst + done, len - done, (off_t)(off + done));
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return terr_set(err, k < 0 ? errno : EIO, "reading guest RAM at 0x%llx: %s",
+					(unsigned long long)(off + done), k < 0 ? strerror(errno) : "short read");
+		done += (size_t)k;
+	}
+	return 0;
+}
+
 /* Pages [c, c + n) of a slot read from the memfd: a hole (never touched)
  * reads as zeros without being allocated, as a read through the mapping
  * would. */
@@ -292,17 +309,58 @@ static int send_chunk_fd(struct src *s, struct slot *sl, uint64_t c, uint64_t n,
 	uint8_t *dst = mig_ram_tx_reserve(&s->tx, n, err);
 	if (!dst)
 		return err->code ? err->code : -EINVAL;
-	uint64_t off = (sl->first_page + c) * PAGE;
-	for (size_t done = 0; done < n * PAGE;) {
-		ssize_t k = pread(s->vm->mem.fd, dst + done, n * PAGE - done, (off_t)(off + done));
-		if (k < 0 && errno == EINTR)
+	int r = pread_full(s->vm->mem.fd, dst, n * PAGE, (sl->first_page + c) * PAGE, err);
+	return r ? r : mig_ram_tx_commit(&s->tx, sl->gpa + c * PAGE, n, err);
+}
+
+/* The wanted pages of [c, c + n) of a slot straight from the RAM's memfd
+ * (no copy: sendfile). Pages in the page cache (mincore) are checked for
+ * zeros through the mapping, which stops at the first non-zero word of a
+ * data page; the others are holes (RAM never touched) or swapped out, and
+ * are read with pread, which returns a hole's zeros without allocating it.
+ * Called after the chunk's dirty bits were cleared, so a page that changes
+ * after it was looked at is sent again next round. (SEEK_DATA/SEEK_HOLE
+ * would be exact but scans to the end of the file on every call.) */
+static int send_chunk_zc(struct src *s, struct slot *sl, uint64_t c, uint64_t n, struct terr *err)
+{
+	int fd = s->vm->mem.fd;
+	unsigned char in_core[CHUNK_PAGES];
+	if (mincore(sl->hva + c * PAGE, n * PAGE, in_core) < 0)
+		return terr_set(err, errno, "looking at guest RAM at 0x%llx: %s",
+				(unsigned long long)(sl->gpa + c * PAGE), strerror(errno));
+	for (uint64_t i = 0; i < n;) {
+		uint64_t pg = c + i;
+		if (!(sl->want[pg / 64] >> (pg % 64) & 1)) {
+			i++;
 			continue;
-		if (k <= 0)
-			return terr_set(err, k < 0 ? errno : EIO, "reading guest RAM at 0x%llx: %s",
-					(unsigned long long)(off + done), k < 0 ? strerror(errno) : "short read");
-		done += (size_t)k;
+		}
+		uint64_t gpa = sl->gpa + pg * PAGE, off = (sl->first_page + pg) * PAGE;
+		int r;
+		if (in_core[i] & 1) {
+			r = mig_page_is_zero(sl->hva + pg * PAGE) ? mig_ram_tx_zero(&s->tx, gpa, err) :
+				mig_ram_tx_file_page(&s->tx, gpa, fd, off, err);
+			i++;
+		} else {
+			/* the run of pages not in core, read at once */
+			uint64_t k = 1;
+			while (i + k < n && !(in_core[i + k] & 1) && k < SCRATCH_PAGES)
+				k++;
+			r = pread_full(fd, s->scratch, k * PAGE, off, err);
+			for (uint64_t j = 0; j < k && !r; j++) {
+				uint64_t p = pg + j;
+				if (!(sl->want[p / 64] >> (p % 64) & 1))
+					continue;
+				r = mig_page_is_zero(s->scratch + j * PAGE) ?
+					mig_ram_tx_zero(&s->tx, sl->gpa + p * PAGE, err) :
+					mig_ram_tx_file_page(&s->tx, sl->gpa + p * PAGE, fd,
+							     (sl->first_page + p) * PAGE, err);
+			}
+			i += k;
+		}
+		if (r)
+			return r;
 	}
-	return mig_ram_tx_commit(&s->tx, sl->gpa + c * PAGE, n, err);
+	return 0;
 }
 
 /* One pass over the pages in want. clear: re-protect each chunk right
@@ -333,7 +391,9 @@ static int send_pass(struct src *s, bool clear, bool full, struct terr *err)
 			/* a frame holds max_data bytes of pages: under a tight cap
 			 * (frames of half a 100 ms window) less than a chunk */
 			uint64_t step = s->tx.max_data / PAGE;
-			if (full && mem->memfd && step)
+			if (mem->memfd && !s->tx.zstd)
+				r = send_chunk_zc(s, sl, c, n, err);
+			else if (full && mem->memfd && step)
 				for (uint64_t o = 0; o < n && !r; o += step)
 					r = send_chunk_fd(s, sl, c + o, n - o < step ? n - o : step, err);
 			else
@@ -617,6 +677,8 @@ int migration_send(struct machine *m, const struct mig_params *p, atomic_bool *c
 	r = slots_init(s, err);
 	if (!r)
 		r = mig_ram_tx_init(&s->tx, &s->conn, frame, p->zstd, err);
+	if (!r && !(s->scratch = malloc(SCRATCH_PAGES * PAGE)))
+		r = terr_set(err, ENOMEM, "out of memory for the RAM sender");
 	if (r)
 		goto out;
 	s->tx_ready = true;
@@ -671,6 +733,7 @@ out:
 		*stats = s->st;
 	if (s->tx_ready)
 		mig_ram_tx_free(&s->tx);
+	free(s->scratch);
 	mig_conn_free(&s->conn);
 	if (fd >= 0)
 		close(fd);

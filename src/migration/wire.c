@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -279,6 +280,8 @@ int mig_send(struct mig_conn *c, unsigned type, const struct iovec *iov, int nio
 	uint64_t len = 0;
 	if (niov > 8)
 		return terr_set(err, EINVAL, "too many pieces in one frame");
+	if (c->tx_tail)
+		return terr_set(err, EINVAL, "a %u-byte tail of the last frame is still owed", c->tx_tail);
 	for (int i = 0; i < niov; i++)
 		len += iov[i].iov_len;
 	if (len > mig_type_max(type))
@@ -294,6 +297,94 @@ int mig_send(struct mig_conn *c, unsigned type, const struct iovec *iov, int nio
 	if (!r)
 		c->tx_seq++;
 	return r;
+}
+
+int mig_send_split(struct mig_conn *c, unsigned type, uint32_t len, const struct iovec *head,
+		   int nhead, struct terr *err)
+{
+	uint8_t hdr[MIG_HDR_SIZE];
+	struct iovec all[9];
+	uint64_t hlen = 0;
+	if (nhead > 8)
+		return terr_set(err, EINVAL, "too many pieces in one frame");
+	if (c->tx_tail)
+		return terr_set(err, EINVAL, "a %u-byte tail of the last frame is still owed", c->tx_tail);
+	for (int i = 0; i < nhead; i++)
+		hlen += head[i].iov_len;
+	if (len > mig_type_max(type) || hlen > len)
+		return terr_set(err, E2BIG, "%s message of %u bytes (%llu of them summed) is over the "
+				"limit of %u", mig_type_name(type), len, (unsigned long long)hlen,
+				mig_type_max(type));
+	int r = rl_take(c, (uint64_t)len + MIG_HDR_SIZE, err);
+	if (r)
+		return r;
+	mig_hdr_encode(hdr, type, len, c->tx_seq, head, nhead);
+	all[0] = (struct iovec){ hdr, MIG_HDR_SIZE };
+	memcpy(all + 1, head, sizeof(*head) * (size_t)nhead);
+	r = mig_write_all(c, all, nhead + 1, err);
+	if (r)
+		return r;
+	c->tx_seq++;
+	c->tx_tail = len - (uint32_t)hlen;
+	if (c->tx_tail)
+		c->tx_broken = true;   /* until the tail is out */
+	return 0;
+}
+
+static void tail_sent(struct mig_conn *c, size_t n)
+{
+	c->tx_tail -= (uint32_t)n;
+	if (!c->tx_tail)
+		c->tx_broken = false;
+}
+
+int mig_send_tail(struct mig_conn *c, const struct iovec *iov, int niov, struct terr *err)
+{
+	uint64_t n = 0;
+	for (int i = 0; i < niov; i++)
+		n += iov[i].iov_len;
+	if (n > c->tx_tail)
+		return terr_set(err, EINVAL, "%llu bytes, more than the %u the frame still owes",
+				(unsigned long long)n, c->tx_tail);
+	if (!n)
+		return 0;
+	int r = mig_write_all(c, iov, niov, err);
+	if (r)
+		return r;
+	tail_sent(c, n);
+	return 0;
+}
+
+int mig_send_file(struct mig_conn *c, int fd, uint64_t off, size_t len, struct terr *err)
+{
+	if (len > c->tx_tail)
+		return terr_set(err, EINVAL, "%zu bytes, more than the %u the frame still owes", len,
+				c->tx_tail);
+	while (len) {
+		off_t o = (off_t)off;
+		ssize_t w = sendfile(c->fd, fd, &o, len);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN) {
+				int r = wait_fd(c, POLLOUT, err);
+				if (r)
+					return r;
+				continue;
+			}
+			return terr_set(err, errno, "sending to %s: %s", c->peer,
+					errno == EPIPE || errno == ECONNRESET ? "the connection was closed" :
+					strerror(errno));
+		}
+		if (w == 0)
+			return terr_set(err, EIO, "sending to %s: guest RAM ends at offset %llu", c->peer,
+					(unsigned long long)off);
+		off += (uint64_t)w;
+		len -= (size_t)w;
+		c->tx_bytes += (uint64_t)w;
+		tail_sent(c, (size_t)w);
+	}
+	return 0;
 }
 
 int mig_send_buf(struct mig_conn *c, unsigned type, const void *p, size_t len, struct terr *err)
@@ -327,6 +418,7 @@ int mig_frame_begin(struct mig_conn *c, unsigned *type, uint32_t *len, struct te
 				mig_type_name(t), seq, c->peer, l, mig_type_max(t));
 	XXH3_64bits_reset(c->xxh);
 	XXH3_64bits_update(c->xxh, h, 16);
+	c->rx_checked = false;
 	c->rx_type = t;
 	c->rx_len = c->rx_left = l;
 	c->rx_sum = get64(h + 16);
@@ -344,8 +436,24 @@ int mig_frame_read(struct mig_conn *c, void *dst, size_t n, struct terr *err)
 	int r = mig_read_all(c, dst, n, err);
 	if (r)
 		return r;
-	XXH3_64bits_update(c->xxh, dst, n);
+	if (!c->rx_checked)
+		XXH3_64bits_update(c->xxh, dst, n);
 	c->rx_left -= (uint32_t)n;
+	return 0;
+}
+
+static int sum_mismatch(struct mig_conn *c, struct terr *err)
+{
+	return terr_set(err, EPROTO, "%s frame %u from %s (%u bytes): checksum mismatch, the "
+			"stream is damaged", mig_type_name(c->rx_type), c->rx_seq - 1, c->peer,
+			c->rx_len);
+}
+
+int mig_frame_check(struct mig_conn *c, struct terr *err)
+{
+	if (XXH3_64bits_digest(c->xxh) != c->rx_sum)
+		return sum_mismatch(c, err);
+	c->rx_checked = true;
 	return 0;
 }
 
@@ -355,10 +463,8 @@ int mig_frame_end(struct mig_conn *c, struct terr *err)
 		return terr_set(err, EPROTO, "%s frame %u from %s: %u of its %u bytes are not accounted "
 				"for by its contents", mig_type_name(c->rx_type), c->rx_seq - 1, c->peer,
 				c->rx_left, c->rx_len);
-	if (XXH3_64bits_digest(c->xxh) != c->rx_sum)
-		return terr_set(err, EPROTO, "%s frame %u from %s (%u bytes): checksum mismatch, the "
-				"stream is damaged", mig_type_name(c->rx_type), c->rx_seq - 1, c->peer,
-				c->rx_len);
+	if (!c->rx_checked && XXH3_64bits_digest(c->xxh) != c->rx_sum)
+		return sum_mismatch(c, err);
 	return 0;
 }
 

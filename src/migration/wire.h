@@ -5,7 +5,9 @@
  *     u64 checksum | payload (length bytes)
  *
  * little-endian, the checksum being XXH3-64 over the first 16 header bytes
- * and the payload, seq counting the frames of each direction from 0. The
+ * and the payload (for RAM frames only the payload's head: their page data,
+ * sent straight from guest RAM, is left to TCP's checksums), seq counting
+ * the frames of each direction from 0. The
  * connection is a non-blocking socket (or, for fuzzing and tests, a memory
  * buffer to read from); every wait can be cut short by a cancel flag, an
  * abort fd (a signalfd) or a time limit. The receiver of a frame trusts
@@ -75,11 +77,13 @@ struct mig_conn {
 	uint32_t tx_seq, rx_seq;
 	uint64_t tx_bytes, rx_bytes;
 	bool tx_broken;             /* a frame went out in part: nothing more can follow */
+	uint32_t tx_tail;           /* bytes the frame being sent still owes (mig_send_split) */
 	void *xxh;                  /* XXH3 state for the frame being read */
 	/* the frame being read */
 	unsigned rx_type;
 	uint32_t rx_len, rx_left;
 	uint64_t rx_sum;
+	bool rx_checked;            /* checksum verified early (mig_frame_check) */
 };
 
 /* fd: a connected socket (made non-blocking here) or -1. */
@@ -92,6 +96,15 @@ void mig_conn_free(struct mig_conn *c);   /* does not close fd */
 int mig_send(struct mig_conn *c, unsigned type, const struct iovec *iov, int niov,
 	     struct terr *err);
 int mig_send_buf(struct mig_conn *c, unsigned type, const void *p, size_t len, struct terr *err);
+/* A frame of len payload bytes sent in parts: the header and `head` (the
+ * part the checksum covers) now, the len - |head| bytes after it through
+ * mig_send_tail and mig_send_file (sendfile: no copy through user space).
+ * Until they are all out no other frame may be sent; a failure among them
+ * leaves the stream broken. */
+int mig_send_split(struct mig_conn *c, unsigned type, uint32_t len, const struct iovec *head,
+		   int nhead, struct terr *err);
+int mig_send_tail(struct mig_conn *c, const struct iovec *iov, int niov, struct terr *err);
+int mig_send_file(struct mig_conn *c, int fd, uint64_t off, size_t len, struct terr *err);
 
 /* Reading a frame in pieces (RAM goes straight to guest memory): begin reads
  * and checks the header; read takes payload bytes (at most what is left);
@@ -100,6 +113,9 @@ int mig_send_buf(struct mig_conn *c, unsigned type, const void *p, size_t len, s
 int mig_frame_begin(struct mig_conn *c, unsigned *type, uint32_t *len, struct terr *err);
 int mig_frame_read(struct mig_conn *c, void *dst, size_t n, struct terr *err);
 int mig_frame_end(struct mig_conn *c, struct terr *err);
+/* Check the checksum against the bytes read so far (a frame whose checksum
+ * covers only its head); the rest is read unchecked. */
+int mig_frame_check(struct mig_conn *c, struct terr *err);
 /* A whole frame into a malloc'd buffer (*buf, *len; free it). */
 int mig_recv(struct mig_conn *c, unsigned *type, uint8_t **buf, uint32_t *len, struct terr *err);
 

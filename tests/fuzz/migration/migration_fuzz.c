@@ -37,7 +37,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (n + MIG_HDR_SIZE + len > sizeof(stream))
 			break;
 		if (kind & 1) {
-			struct iovec iov = { (void *)data, len };
+			struct iovec iov = { (void *)data, type == MIG_RAM ? mig_ram_summed(data, len) : len };
 			mig_hdr_encode(stream + n, type, (uint32_t)len, seq++, &iov, 1);
 			n += MIG_HDR_SIZE;
 		}

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -29,10 +30,11 @@ static double now_ms(void)
 	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* A frame as bytes, as mig_send would write it. */
+/* A frame as bytes, as mig_send (mig_send_split for RAM frames) would write
+ * it. */
 static size_t make_frame(uint8_t *out, unsigned type, const void *p, uint32_t len, uint32_t seq)
 {
-	struct iovec iov = { (void *)p, len };
+	struct iovec iov = { (void *)p, type == MIG_RAM ? mig_ram_summed(p, len) : len };
 	mig_hdr_encode(out, type, len, seq, &iov, 1);
 	memcpy(out + MIG_HDR_SIZE, p, len);
 	return MIG_HDR_SIZE + len;
@@ -505,6 +507,59 @@ static void test_ram_zstd(void **ctx)
 	ram_transfer(true);
 }
 
+/* Zero-copy frames: pages sent from a memfd with sendfile, mixed with zero
+ * pages and copied pages (each switch between the two kinds of data ends a
+ * frame), arrive intact. */
+static void test_ram_file(void **ctx)
+{
+	(void)ctx;
+	struct fake_ram dst;
+	struct pipe_pair p;
+	struct mig_ram_tx tx;
+	struct mig_ram_rx rx;
+	struct terr err = { 0 };
+	int fd = memfd_create("test-ram", MFD_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, RAM_SIZE), 0);
+	uint8_t *src = mmap(NULL, RAM_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	assert_true(src != MAP_FAILED);
+	for (uint64_t pg = 0; pg < RAM_SIZE / 4096; pg++)
+		if (pg % 7 != 3)
+			for (unsigned w = 0; w < 512; w++)
+				((uint64_t *)(src + pg * 4096))[w] = pg * 0x9e3779b97f4a7c15ull + w;
+	fake_ram_init(&dst);
+	memset(dst.buf, 0xee, RAM_SIZE);   /* zero pages must be written as zeros */
+	pipe_open(&p);
+	assert_int_equal(mig_ram_tx_init(&tx, &p.tx, 1u << 20, false, &err), 0);
+	assert_int_equal(mig_ram_rx_init(&rx, &dst.mem, &err), 0);
+	for (uint64_t pg = 0; pg < RAM_SIZE / 4096; pg++)
+		rx.written[pg / 64] |= 1ull << (pg % 64);
+	for (uint64_t pg = 0; pg < RAM_SIZE / 4096; pg++) {
+		int r;
+		if (mig_page_is_zero(src + pg * 4096))
+			r = mig_ram_tx_zero(&tx, pg * 4096, &err);
+		else if (pg % 100 < 3)
+			r = mig_ram_tx_page(&tx, pg * 4096, src + pg * 4096, &err);
+		else
+			r = mig_ram_tx_file_page(&tx, pg * 4096, fd, pg * 4096, &err);
+		assert_int_equal(r, 0);
+	}
+	assert_int_equal(mig_ram_tx_flush(&tx, &err), 0);
+	assert_int_equal(p.tx.tx_tail, 0);
+	assert_false(p.tx.tx_broken);
+	assert_true(tx.frames > 8);   /* 1 MiB frames, and the switches */
+	drain(&p, &rx, tx.frames);
+	assert_memory_equal(src, dst.buf, RAM_SIZE);
+	assert_int_equal(rx.pages_zero, RAM_SIZE / 4096 / 7 + 1);
+	assert_int_equal(rx.pages_data + rx.pages_zero, RAM_SIZE / 4096);
+	mig_ram_tx_free(&tx);
+	mig_ram_rx_free(&rx);
+	pipe_close(&p);
+	munmap(src, RAM_SIZE);
+	close(fd);
+	free(dst.buf);
+}
+
 static void put32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> 8 * i); }
 static void put64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> 8 * i); }
 
@@ -586,6 +641,56 @@ static void test_ram_malformed(void **ctx)
 	}
 }
 
+/* A RAM frame whose run table was damaged is refused before any page is
+ * written (its checksum covers the table; the page data after it is not
+ * covered). */
+static void test_ram_table_damaged(void **ctx)
+{
+	(void)ctx;
+	static uint8_t payload[24 + 4096], frame[sizeof(payload) + 64];
+	struct fake_ram f;
+	struct mig_ram_rx rx;
+	struct mig_conn c;
+	struct terr err = { 0 };
+	put32(payload, 1);
+	put32(payload + 4, 0);
+	put64(payload + 8, 0x100000);
+	put32(payload + 16, 1);
+	payload[20] = MIG_RUN_DATA;
+	memset(payload + 24, 0x77, 4096);
+	for (size_t at = 0; at < 24; at++) {
+		size_t n = make_frame(frame, MIG_RAM, payload, sizeof(payload), 0);
+		frame[MIG_HDR_SIZE + at] ^= 0x01;
+		fake_ram_init(&f);
+		mig_conn_init_mem(&c, frame, n, "test");
+		assert_int_equal(mig_ram_rx_init(&rx, &f.mem, &err), 0);
+		unsigned type;
+		uint32_t len;
+		assert_int_equal(mig_frame_begin(&c, &type, &len, &err), 0);
+		assert_int_not_equal(mig_ram_rx_frame(&rx, &c, len, &err), 0);
+		for (size_t i = 0; i < RAM_SIZE; i++)
+			if (f.buf[i])
+				fail_msg("byte %zu of the table flipped: guest RAM written at 0x%zx", at, i);
+		mig_ram_rx_free(&rx);
+		mig_conn_free(&c);
+		free(f.buf);
+	}
+	/* flipping a byte of the page data: the checksum does not see it */
+	size_t n = make_frame(frame, MIG_RAM, payload, sizeof(payload), 0);
+	frame[MIG_HDR_SIZE + 24 + 100] ^= 0x01;
+	fake_ram_init(&f);
+	mig_conn_init_mem(&c, frame, n, "test");
+	assert_int_equal(mig_ram_rx_init(&rx, &f.mem, &err), 0);
+	unsigned type;
+	uint32_t len;
+	assert_int_equal(mig_frame_begin(&c, &type, &len, &err), 0);
+	assert_int_equal(mig_ram_rx_frame(&rx, &c, len, &err), 0);
+	assert_int_equal(f.buf[0x100000 + 100], 0x76);
+	mig_ram_rx_free(&rx);
+	mig_conn_free(&c);
+	free(f.buf);
+}
+
 /* tern's own writes to guest RAM (devices) are logged while tracking */
 static void test_host_write_log(void **ctx)
 {
@@ -636,6 +741,8 @@ int main(void)
 		cmocka_unit_test(test_addresses),
 		cmocka_unit_test(test_ram_plain),
 		cmocka_unit_test(test_ram_zstd),
+		cmocka_unit_test(test_ram_file),
+		cmocka_unit_test(test_ram_table_damaged),
 		cmocka_unit_test(test_ram_malformed),
 		cmocka_unit_test(test_host_write_log),
 	};
