@@ -133,6 +133,52 @@ fi
 since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }'; }
 past() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a > b) }'; }
 
+# stuck_report QEMU_PID CONSOLE_LOG: what a stuck outer machine was doing,
+# into $rundir/stuck-N.txt (summary on stderr): the QEMU threads' CPU use
+# (a TCG thread at 100% loops; all idle means every outer CPU waits), the
+# outer CPUs' registers from QEMU's monitor, and the QEMU threads' stacks
+# when gdb is there.
+stuck_report() {
+    local qpid=$1 blog=$2 n=1
+    while [ -e "$rundir/stuck-$n.txt" ]; do n=$((n + 1)); done
+    local out=$rundir/stuck-$n.txt
+    {
+        echo "== last console lines"; tail -n 5 "$blog" | tr -d '\r'
+        echo "== QEMU threads, two samples 2 s apart"
+        ps -L -o tid,pcpu,stat,time,wchan:24,comm -p "$qpid"; sleep 2
+        ps -L -o tid,pcpu,stat,time,wchan:24,comm -p "$qpid"
+        echo "== monitor"
+        timeout 20 python3 - "$rundir/outer-monitor.sock" <<'PY'
+import re, socket, sys
+s = socket.socket(socket.AF_UNIX); s.settimeout(8); s.connect(sys.argv[1])
+def cmd(c):
+    buf = b""
+    if c:
+        s.sendall(c.encode() + b"\n")
+    while not buf.endswith(b"(qemu) "):
+        d = s.recv(65536)
+        if not d:
+            break
+        buf += d
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", buf.decode(errors="replace"))
+    print("\n".join(text.splitlines()[1:]))
+cmd("")
+for c in ("info cpus", "info registers -a", "x/6i $pc", "info lapic", "info pic"):
+    try:
+        print("--", c); cmd(c)
+    except Exception as e:
+        print("(no answer: %s)" % e)
+PY
+        if command -v gdb >/dev/null; then
+            echo "== QEMU thread stacks"
+            timeout 60 gdb -p "$qpid" -batch -ex "thread apply all bt 12" 2>/dev/null | grep -E '^(Thread|#)'
+        fi
+    } >"$out" 2>&1
+    echo "run.sh: what the stuck machine was doing: $out" >&2
+    sed -n '/== QEMU threads/,/== monitor/p' "$out" | head -n 12 >&2
+    grep -E '^(RIP|EIP)=|^CPU#' "$out" | head -n 8 >&2
+}
+
 # boot_outer LOG LIMIT TEST...: boot the outer machine for TESTS, echo its
 # console, and stop it past LIMIT seconds or when it is stuck: a test is
 # running and the console stayed silent for $stall seconds (the outer init
@@ -149,7 +195,9 @@ boot_outer() {
     local bstart seen=0 size last_size=-1 quiet_since
     bstart=$(date +%s.%N)
     quiet_since=$bstart
-    "${qemu[@]}" -append "$append tern.tests=$list" -display none -monitor none -serial "file:$blog" </dev/null \
+    rm -f "$rundir/outer-monitor.sock"
+    "${qemu[@]}" -append "$append tern.tests=$list" -display none -serial "file:$blog" \
+        -monitor "unix:$rundir/outer-monitor.sock,server=on,wait=off" </dev/null \
         2> >(grep --line-buffered -v "TCG doesn't support requested feature" >&2) &
     qpid=$!
     bootstate=done
@@ -181,6 +229,7 @@ boot_outer() {
         if [ $bootstate != done ]; then
             if [ $bootstate = stuck ]; then
                 echo "run.sh: the outer machine printed nothing for ${stall}s during a test: stuck; killing QEMU" >&2
+                stuck_report $qpid "$blog"
             else
                 echo "run.sh: overall timeout (${overall}s): killing QEMU" >&2
             fi
