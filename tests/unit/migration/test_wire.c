@@ -641,17 +641,36 @@ static void test_ram_malformed(void **ctx)
 	}
 }
 
+/* Receives one RAM frame with byte `flip` of its payload flipped into fresh
+ * fake RAM (f->buf, to free); returns mig_ram_rx_frame's result. */
+static int receive_flipped(struct fake_ram *f, const uint8_t *payload, uint32_t plen, size_t flip)
+{
+	static uint8_t frame[24 + 4096 + 64];
+	struct mig_ram_rx rx;
+	struct mig_conn c;
+	struct terr err = { 0 };
+	unsigned type;
+	uint32_t len;
+	size_t n = make_frame(frame, MIG_RAM, payload, plen, 0);
+	frame[MIG_HDR_SIZE + flip] ^= 0x01;
+	fake_ram_init(f);
+	mig_conn_init_mem(&c, frame, n, "test");
+	assert_int_equal(mig_ram_rx_init(&rx, &f->mem, &err), 0);
+	assert_int_equal(mig_frame_begin(&c, &type, &len, &err), 0);
+	int r = mig_ram_rx_frame(&rx, &c, len, &err);
+	mig_ram_rx_free(&rx);
+	mig_conn_free(&c);
+	return r;
+}
+
 /* A RAM frame whose run table was damaged is refused before any page is
  * written (its checksum covers the table; the page data after it is not
  * covered). */
 static void test_ram_table_damaged(void **ctx)
 {
 	(void)ctx;
-	static uint8_t payload[24 + 4096], frame[sizeof(payload) + 64];
+	static uint8_t payload[24 + 4096];
 	struct fake_ram f;
-	struct mig_ram_rx rx;
-	struct mig_conn c;
-	struct terr err = { 0 };
 	put32(payload, 1);
 	put32(payload + 4, 0);
 	put64(payload + 8, 0x100000);
@@ -659,35 +678,15 @@ static void test_ram_table_damaged(void **ctx)
 	payload[20] = MIG_RUN_DATA;
 	memset(payload + 24, 0x77, 4096);
 	for (size_t at = 0; at < 24; at++) {
-		size_t n = make_frame(frame, MIG_RAM, payload, sizeof(payload), 0);
-		frame[MIG_HDR_SIZE + at] ^= 0x01;
-		fake_ram_init(&f);
-		mig_conn_init_mem(&c, frame, n, "test");
-		assert_int_equal(mig_ram_rx_init(&rx, &f.mem, &err), 0);
-		unsigned type;
-		uint32_t len;
-		assert_int_equal(mig_frame_begin(&c, &type, &len, &err), 0);
-		assert_int_not_equal(mig_ram_rx_frame(&rx, &c, len, &err), 0);
+		assert_int_not_equal(receive_flipped(&f, payload, sizeof(payload), at), 0);
 		for (size_t i = 0; i < RAM_SIZE; i++)
 			if (f.buf[i])
 				fail_msg("byte %zu of the table flipped: guest RAM written at 0x%zx", at, i);
-		mig_ram_rx_free(&rx);
-		mig_conn_free(&c);
 		free(f.buf);
 	}
 	/* flipping a byte of the page data: the checksum does not see it */
-	size_t n = make_frame(frame, MIG_RAM, payload, sizeof(payload), 0);
-	frame[MIG_HDR_SIZE + 24 + 100] ^= 0x01;
-	fake_ram_init(&f);
-	mig_conn_init_mem(&c, frame, n, "test");
-	assert_int_equal(mig_ram_rx_init(&rx, &f.mem, &err), 0);
-	unsigned type;
-	uint32_t len;
-	assert_int_equal(mig_frame_begin(&c, &type, &len, &err), 0);
-	assert_int_equal(mig_ram_rx_frame(&rx, &c, len, &err), 0);
+	assert_int_equal(receive_flipped(&f, payload, sizeof(payload), 24 + 100), 0);
 	assert_int_equal(f.buf[0x100000 + 100], 0x76);
-	mig_ram_rx_free(&rx);
-	mig_conn_free(&c);
 	free(f.buf);
 }
 
