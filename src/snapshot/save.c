@@ -167,36 +167,81 @@ static int write_run(int fd, const uint8_t *p, uint64_t len, uint64_t off, struc
 #define DIO_MAX_RUN  (2u << 20)   /* one write of the direct path */
 #define DIO_DEPTH    8            /* direct writes in flight */
 
-/* Calls fn for each run of non-zero pages in [start, end) of RAM, runs at
- * most max_run bytes. For our own memfd, extents never touched are skipped
- * without reading them. */
+/* Where RAM may hold data: for our own memfd its data extents (extents never
+ * touched are holes in it, and are skipped without reading them: reading
+ * would allocate them), otherwise all of it. Found once per save: a
+ * SEEK_HOLE walks the memfd's pages up to the hole, so asking again for each
+ * chunk would walk the same pages over and over. */
+struct ram_extents {
+	struct ram_extent {
+		uint64_t start, end;
+	} *e;
+	size_t n;
+};
+
+static int ram_extents_add(struct ram_extents *x, uint64_t start, uint64_t end, struct terr *err)
+{
+	if ((x->n & (x->n - 1)) == 0) {   /* 0, 1, 2, 4, ...: grow */
+		void *p = realloc(x->e, (x->n ? 2 * x->n : 1) * sizeof(*x->e));
+		if (!p)
+			return terr_set(err, ENOMEM, "snapshot: out of memory");
+		x->e = p;
+	}
+	x->e[x->n++] = (struct ram_extent){ start, end };
+	return 0;
+}
+
+static int ram_extents_find(const struct guest_mem *mem, struct ram_extents *x, struct terr *err)
+{
+	const uint64_t page = SNAP_PAGE_SIZE, size = mem->size;
+	uint64_t pos = 0;
+
+	while (mem->memfd && pos < size) {
+		off_t d = lseek(mem->fd, (off_t)pos, SEEK_DATA);
+		if (d < 0 && errno == ENXIO)
+			return 0;
+		if (d < 0)
+			break;   /* cannot tell: read the rest */
+		off_t h = lseek(mem->fd, d, SEEK_HOLE);
+		uint64_t start = (uint64_t)d & ~(page - 1);
+		uint64_t end = h < 0 || (uint64_t)h > size ? size : ((uint64_t)h + page - 1) & ~(page - 1);
+		if (start >= size)
+			return 0;
+		if (end <= start)
+			break;
+		int r = ram_extents_add(x, start, end, err);
+		if (r)
+			return r;
+		pos = end;
+	}
+	return pos < size ? ram_extents_add(x, pos, size, err) : 0;
+}
+
+/* Calls fn for each run of non-zero pages of RAM in [start, end) and in
+ * one of the extents, runs at most max_run bytes. */
 typedef int (*ram_run_fn)(void *ctx, uint64_t pos, uint64_t len, struct terr *err);
 
-static int for_each_run(const struct guest_mem *mem, uint64_t start, uint64_t end, uint64_t max_run,
-			ram_run_fn fn, void *ctx, struct terr *err)
+static int for_each_run(const uint8_t *base, const struct ram_extents *x, uint64_t start,
+			uint64_t end, uint64_t max_run, ram_run_fn fn, void *ctx, struct terr *err)
 {
 	const uint64_t page = SNAP_PAGE_SIZE;
-	uint64_t pos = start;
+	size_t lo = 0, hi = x->n;
 	int r;
 
-	while (pos < end) {
-		uint64_t ext_end = end;
-		if (mem->memfd) {
-			off_t d = lseek(mem->fd, (off_t)pos, SEEK_DATA);
-			if (d < 0 && errno == ENXIO)
-				break;
-			if (d >= 0) {
-				if ((uint64_t)d >= end)
-					break;
-				pos = (uint64_t)d & ~(page - 1);
-				off_t h = lseek(mem->fd, d, SEEK_HOLE);
-				if (h > 0 && (uint64_t)h < end)
-					ext_end = ((uint64_t)h + page - 1) & ~(page - 1);
-			}
-		}
+	/* the first extent ending after start */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (x->e[mid].end <= start)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	for (size_t i = lo; i < x->n && x->e[i].start < end; i++) {
+		uint64_t pos = x->e[i].start > start ? x->e[i].start : start;
+		uint64_t ext_end = x->e[i].end < end ? x->e[i].end : end;
 		uint64_t run = 0, run_start = pos;
 		for (; pos < ext_end; pos += page) {
-			bool zero = page_is_zero(mem->base + pos);
+			bool zero = page_is_zero(base + pos);
 			if (zero || run == max_run) {
 				if (run && (r = fn(ctx, run_start, run, err)))
 					return r;
@@ -210,7 +255,6 @@ static int for_each_run(const struct guest_mem *mem, uint64_t start, uint64_t en
 		}
 		if (run && (r = fn(ctx, run_start, run, err)))
 			return r;
-		pos = ext_end;
 	}
 	return 0;
 }
@@ -219,6 +263,7 @@ static int for_each_run(const struct guest_mem *mem, uint64_t start, uint64_t en
 
 struct ram_writer {
 	struct machine *m;
+	const struct ram_extents *x;
 	int fd;
 	uint64_t ram_offset, size;
 	_Atomic uint64_t next;        /* start of the next chunk to take */
@@ -258,7 +303,7 @@ static int ram_work(struct ram_writer *w, snapshot_progress_fn progress, void *o
 		if (start >= w->size)
 			break;
 		uint64_t end = w->size - start < RAM_CHUNK ? w->size : start + RAM_CHUNK;
-		if (for_each_run(&w->m->vm.mem, start, end, RAM_MAX_RUN, buffered_run, w, &err))
+		if (for_each_run(w->m->vm.mem.base, w->x, start, end, RAM_MAX_RUN, buffered_run, w, &err))
 			return ram_fail(w, &err);
 		uint64_t done = atomic_fetch_add(&w->done, end - start) + (end - start);
 		if (progress) {
@@ -281,11 +326,11 @@ static void *ram_helper(void *arg)
 }
 
 /* Writes the non-zero pages of guest RAM at ram_offset of fd. */
-static int write_ram_buffered(struct machine *m, int fd, uint64_t ram_offset,
-			      snapshot_progress_fn progress, void *opaque, uint64_t *data_bytes,
+static int write_ram_buffered(struct machine *m, const struct ram_extents *x, int fd,
+			      uint64_t ram_offset, snapshot_progress_fn progress, void *opaque, uint64_t *data_bytes,
 			      struct terr *err)
 {
-	struct ram_writer w = { .m = m, .fd = fd, .ram_offset = ram_offset, .size = m->vm.mem.size };
+	struct ram_writer w = { .m = m, .x = x, .fd = fd, .ram_offset = ram_offset, .size = m->vm.mem.size };
 	pthread_t helpers[RAM_THREADS - 1];
 	unsigned nhelpers = 0;
 	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -422,7 +467,8 @@ static bool dio_alignment_ok(int fd, const char *tmp)
  * synchronous in ext4) with O_DIRECT. Returns 1 when the direct path cannot
  * be taken (nothing failed: the caller takes the buffered one), 0 when RAM
  * is written, or a negative errno. */
-static int write_ram_direct(struct machine *m, const char *tmp, uint64_t ram_offset,
+static int write_ram_direct(struct machine *m, const struct ram_extents *x, const char *tmp,
+			    uint64_t ram_offset,
 			    snapshot_progress_fn progress, void *opaque, uint64_t *data_bytes,
 			    struct terr *err)
 {
@@ -457,7 +503,7 @@ static int write_ram_direct(struct machine *m, const char *tmp, uint64_t ram_off
 	r = 0;
 	for (uint64_t start = 0; !r && !d.refused && start < size; start += RAM_CHUNK) {
 		uint64_t end = size - start < RAM_CHUNK ? size : start + RAM_CHUNK;
-		r = for_each_run(&m->vm.mem, start, end, DIO_MAX_RUN, dio_run, &d, err);
+		r = for_each_run(m->vm.mem.base, x, start, end, DIO_MAX_RUN, dio_run, &d, err);
 		if (!r && progress) {
 			/* the writes of this chunk may still be in flight: the
 			 * whole is reported once they all completed */
@@ -526,10 +572,14 @@ int snapshot_save(struct machine *m, const char *path, snapshot_progress_fn prog
 		r = terr_set(err, errno, "snapshot: sizing %s: %s", tmp, strerror(errno));
 		goto out;
 	}
-	r = write_ram_direct(m, tmp, s.ram_offset, progress, opaque, &data, err);
+	struct ram_extents x = { 0 };
+	r = ram_extents_find(&m->vm.mem, &x, err);
+	if (!r)
+		r = write_ram_direct(m, &x, tmp, s.ram_offset, progress, opaque, &data, err);
 	bool direct = r == 0;
 	if (r > 0)
-		r = write_ram_buffered(m, fd, s.ram_offset, progress, opaque, &data, err);
+		r = write_ram_buffered(m, &x, fd, s.ram_offset, progress, opaque, &data, err);
+	free(x.e);
 	if (r)
 		goto out;
 	double t_ram = now_ms();
@@ -537,6 +587,7 @@ int snapshot_save(struct machine *m, const char *path, snapshot_progress_fn prog
 		r = terr_set(err, errno, "snapshot: finishing %s: %s", tmp, strerror(errno));
 		goto out;
 	}
+	double t_fsync = now_ms();
 	close(fd);
 	fd = -1;
 	if (rename(tmp, path) < 0) {
@@ -551,9 +602,9 @@ int snapshot_save(struct machine *m, const char *path, snapshot_progress_fn prog
 		fsync(dfd);
 		close(dfd);
 	}
-	log_debug("snapshot", "%s: state %.1f ms, RAM %.1f ms (%s), fsync and rename %.1f ms", path,
-		  t_state - t_paused, t_ram - t_state, direct ? "O_DIRECT" : "page cache",
-		  now_ms() - t_ram);
+	log_debug("snapshot", "%s: state %.1f ms, RAM %.1f ms (%s), fsync %.1f ms, rename %.1f ms",
+		  path, t_state - t_paused, t_ram - t_state, direct ? "O_DIRECT" : "page cache",
+		  t_fsync - t_ram, now_ms() - t_fsync);
 	if (stats) {
 		stats->ram_bytes = m->vm.mem.size;
 		stats->data_bytes = data;
