@@ -13,6 +13,7 @@
 #include <libgen.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -535,6 +536,34 @@ static int write_ram_direct(struct machine *m, const struct ram_extents *x, cons
 	return 0;
 }
 
+/* A file replaced by the rename has its blocks freed when the last
+ * reference to it goes, in the rename itself unless something holds it open
+ * (half a second for 1 GiB on ext4 on the development host). The save holds
+ * it with an O_PATH descriptor across the rename, and lets it go on a thread
+ * of its own once the new file is durable. */
+static void *close_thread(void *arg)
+{
+	close((int)(intptr_t)arg);
+	return NULL;
+}
+
+static void close_later(int fd)
+{
+	pthread_attr_t a;
+	pthread_t t;
+	bool started = false;
+
+	if (fd < 0)
+		return;
+	if (pthread_attr_init(&a) == 0) {
+		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+		started = pthread_create(&t, &a, close_thread, (void *)(intptr_t)fd) == 0;
+		pthread_attr_destroy(&a);
+	}
+	if (!started)
+		close(fd);
+}
+
 int snapshot_save(struct machine *m, const char *path, snapshot_progress_fn progress,
 		  void *opaque, struct snapshot_stats *stats, struct terr *err)
 {
@@ -590,8 +619,11 @@ int snapshot_save(struct machine *m, const char *path, snapshot_progress_fn prog
 	double t_fsync = now_ms();
 	close(fd);
 	fd = -1;
+	int old = open(path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	if (rename(tmp, path) < 0) {
 		r = terr_set(err, errno, "snapshot: renaming %s to %s: %s", tmp, path, strerror(errno));
+		if (old >= 0)
+			close(old);
 		goto out;
 	}
 	/* make the rename itself durable */
@@ -602,6 +634,7 @@ int snapshot_save(struct machine *m, const char *path, snapshot_progress_fn prog
 		fsync(dfd);
 		close(dfd);
 	}
+	close_later(old);
 	log_debug("snapshot", "%s: state %.1f ms, RAM %.1f ms (%s), fsync %.1f ms, rename %.1f ms",
 		  path, t_state - t_paused, t_ram - t_state, direct ? "O_DIRECT" : "page cache",
 		  t_fsync - t_ram, now_ms() - t_fsync);

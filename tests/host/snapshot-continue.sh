@@ -2,7 +2,9 @@
 # Snapshot while running and continue both: the original runs on to
 # "dirty: OK" and so does a copy restored from the snapshot, side by side,
 # each with status 0. Then several snapshots in a row from one run, each
-# restored: each copy carries on from its own pass.
+# restored: each copy carries on from its own pass. Last, a lazily restored
+# copy (its RAM mapped from its snapshot file, not a memfd) is saved over
+# the very file it maps, and that new file restores.
 . "$(dirname "$0")/snapshot-lib.sh" "$@"
 
 start_vm orig
@@ -42,4 +44,21 @@ for k in 1 2 3; do
 	echo "snapshot $k: resumed at pass $first, OK"
 	prev=$first
 done
+
+# a restored copy saved over the file it runs from
+at=$(( $(first_pass_of "$T/m1.console") + 3 ))
+restore_vm re "$T/m1.snap"
+re=$VM_PID
+wait_pass "$T/re.console" "$at"
+ctl "$T/re.sock" snapshot save "$T/m1.snap" 2>/dev/null || fail "save of a restored copy over its own file"
+wait_exit "$re"
+[ "$STATUS" = 0 ] || fail "the restored copy saved over its own file: exit status $STATUS"
+check_continued "$T/re.console" "$(first_pass_of "$T/re.console")"
+restore_vm re2 "$T/m1.snap"
+wait_exit "$VM_PID"
+[ "$STATUS" = 0 ] || fail "restore of the file saved over itself: exit status $STATUS"
+first=$(first_pass_of "$T/re2.console")
+check_continued "$T/re2.console" "$first"
+[ "$first" -gt "$at" ] || fail "the file saved over itself resumes at pass $first"
+echo "a restored copy saved over its own file: resumed at pass $first, OK"
 echo OK
