@@ -6,6 +6,7 @@
 #include "util/log.h"
 
 #include <liburing.h>
+#include <linux/magic.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -159,8 +161,9 @@ static int write_run(int fd, const uint8_t *p, uint64_t len, uint64_t off, struc
  * vCPUs are paused, so two cores copy in parallel; starting the write-back of
  * each finished chunk early with sync_file_range from a third thread was
  * measured slower). It serves where O_DIRECT is refused (EINVAL: a file system
- * without it, or one that needs more than page alignment), where io_uring is
- * unavailable, and when TERN_SNAPSHOT_DIRECT=off (for tests and comparison).
+ * without it, or one that needs more than page alignment), on tmpfs (where
+ * O_DIRECT is a copy into memory too), where io_uring is unavailable, and
+ * when TERN_SNAPSHOT_DIRECT=off (for tests and comparison).
  * Both write only the non-zero pages, so zero pages stay holes either way. */
 #define RAM_CHUNK    (32u << 20)
 #define RAM_MAX_RUN  (8u << 20)
@@ -441,11 +444,19 @@ static int dio_run(void *ctx, uint64_t pos, uint64_t len, struct terr *err)
 	return 0;
 }
 
-/* Whether the file system takes O_DIRECT writes at page alignment (from guest
- * memory, at page-aligned offsets of the file); when it does not say, assume
- * it does (a refusal then shows as EINVAL on the first write). */
-static bool dio_alignment_ok(int fd, const char *tmp)
+/* Whether O_DIRECT is worth taking on this file: tmpfs accepts it but copies
+ * into memory all the same (through one io_uring worker at a time: slower
+ * than the two copying threads of the buffered path); and whether the file
+ * system takes it at page alignment (from guest memory, at page-aligned
+ * offsets of the file). When it does not say, assume it does (a refusal then
+ * shows as EINVAL on the first write). */
+static bool dio_worthwhile(int fd, const char *tmp)
 {
+	struct statfs sf;
+	if (fstatfs(fd, &sf) == 0 && sf.f_type == TMPFS_MAGIC) {
+		log_debug("snapshot", "%s: on tmpfs, writing through the page cache", tmp);
+		return false;
+	}
 #ifdef STATX_DIOALIGN
 	struct statx stx;
 	if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 && (stx.stx_mask & STATX_DIOALIGN)) {
@@ -456,9 +467,6 @@ static bool dio_alignment_ok(int fd, const char *tmp)
 			return false;
 		}
 	}
-#else
-	(void)fd;
-	(void)tmp;
 #endif
 	return true;
 }
@@ -488,7 +496,7 @@ static int write_ram_direct(struct machine *m, const struct ram_extents *x, cons
 			  strerror(errno));
 		return 1;
 	}
-	if (!dio_alignment_ok(d.fd, tmp)) {
+	if (!dio_worthwhile(d.fd, tmp)) {
 		close(d.fd);
 		return 1;
 	}

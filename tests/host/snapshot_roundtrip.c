@@ -222,7 +222,7 @@ int main(int argc, char **argv)
 	      (unsigned long long)st3.data_bytes, (unsigned long long)st4.data_bytes);
 	compare_ram(snap3, snap4);
 	fprintf(stderr, "direct %s: %.1f ms, page cache: %.1f ms (paused VM, %llu KiB data)\n",
-		st3.direct ? "on" : "refused", st3.total_ms, st4.total_ms,
+		st3.direct ? "on" : "not taken", st3.total_ms, st4.total_ms,
 		(unsigned long long)(st3.data_bytes >> 10));
 	unlink(snap3);
 	unlink(snap4);
