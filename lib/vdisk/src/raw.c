@@ -11,6 +11,8 @@
 
 struct raw_state {
 	bool blockdev;
+	bool direct;            /* O_DIRECT: no page cache to write behind */
+	struct vd_wb wb;
 };
 
 static int raw_open(struct vdisk *d, const struct vdisk_open_opts *o)
@@ -36,6 +38,7 @@ static int raw_open(struct vdisk *d, const struct vdisk_open_opts *o)
 		free(s);
 		return vd_err(d, -EINVAL, "'%s' is neither a regular file nor a block device", d->path);
 	}
+	s->direct = d->open_flags & VDISK_OPEN_DIRECT;
 	d->priv = s;
 	return 0;
 }
@@ -58,9 +61,14 @@ static int raw_preadv(struct vdisk *d, const struct iovec *iov, int cnt,
 static int raw_pwritev(struct vdisk *d, const struct iovec *iov, int cnt,
                        uint64_t off, uint64_t len)
 {
+	struct raw_state *s = d->priv;
 	int r = vd_pwritev_full(d->fd, iov, cnt, off, len);
-	return r < 0 ? vd_err(d, r, "write '%s' at %llu: %s", d->path,
-	                      (unsigned long long)off, strerror(-r)) : 0;
+	if (r < 0)
+		return vd_err(d, r, "write '%s' at %llu: %s", d->path, (unsigned long long)off,
+		              strerror(-r));
+	if (!s->direct)
+		vd_wb_wrote(&s->wb, d->fd, off, len);
+	return 0;
 }
 
 static int raw_flush(struct vdisk *d)

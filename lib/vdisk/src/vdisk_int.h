@@ -86,6 +86,28 @@ int vd_pwrite_full(int fd, const void *buf, size_t len, uint64_t off);
 int vd_preadv_zero(int fd, const struct iovec *iov, int cnt, uint64_t off, uint64_t len);
 int vd_pwritev_full(int fd, const struct iovec *iov, int cnt, uint64_t off, uint64_t len);
 int vd_fdatasync(int fd);
+
+/* Write-behind for sequential writes: data writes report here, and once a
+ * run of writes that follow each other (each starting at most VD_WB_GAP
+ * past the end of the one before) has written VD_WB_BYTES, the writer that
+ * crosses the mark asks the kernel to start writing the run back
+ * (sync_file_range SYNC_FILE_RANGE_WRITE: submits, does not wait). The
+ * device then works while the caller is still copying, and the final flush
+ * has little left to do (a convert's 768 MB: 0.6-1.1 s instead of 1.1-2.2 s
+ * copy + fdatasync). Scattered writes never form a run and are left to the
+ * flush: kicking them early was slower (ext4 allocates and submits them
+ * one by one instead of in one sorted pass). Durability is unchanged: only
+ * a flush (fdatasync) makes data durable, and a write-back error shows
+ * there. Zero-initialised, lock-free; races only make a run shorter. */
+#define VD_WB_BYTES (8u << 20)
+#define VD_WB_GAP (2u << 20)
+struct vd_wb {
+	_Atomic uint64_t end;     /* end of the last write */
+	_Atomic uint64_t start;   /* start of the run not yet kicked */
+	_Atomic uint64_t pending; /* bytes written in it */
+	_Atomic bool busy;
+};
+void vd_wb_wrote(struct vd_wb *wb, int fd, uint64_t off, uint64_t len);
 /* One line of a check's findings to the caller's report callback, if any. */
 void vd_check_report(struct vdisk_check_result *r, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

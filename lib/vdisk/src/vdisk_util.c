@@ -2,7 +2,9 @@
 /* Small I/O and iovec helpers. */
 #include "vdisk_int.h"
 
+#include <fcntl.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -69,6 +71,27 @@ int vd_pwrite_full(int fd, const void *buf, size_t len, uint64_t off)
 int vd_fdatasync(int fd)
 {
 	return fdatasync(fd) < 0 ? -errno : 0;
+}
+
+void vd_wb_wrote(struct vd_wb *wb, int fd, uint64_t off, uint64_t len)
+{
+	uint64_t prev = atomic_exchange_explicit(&wb->end, off + len, memory_order_relaxed);
+	if (off < prev || off - prev > VD_WB_GAP) {
+		/* not after the last write: a new run starts here */
+		atomic_store_explicit(&wb->start, off, memory_order_relaxed);
+		atomic_store_explicit(&wb->pending, len, memory_order_relaxed);
+		return;
+	}
+	if (atomic_fetch_add_explicit(&wb->pending, len, memory_order_relaxed) + len < VD_WB_BYTES)
+		return;
+	if (atomic_exchange(&wb->busy, true))
+		return;
+	uint64_t s = atomic_exchange_explicit(&wb->start, off + len, memory_order_relaxed);
+	atomic_store_explicit(&wb->pending, 0, memory_order_relaxed);
+	/* an error here shows again at the flush, which reports it */
+	if (s < off + len)
+		(void)sync_file_range(fd, (off_t)s, (off_t)(off + len - s), SYNC_FILE_RANGE_WRITE);
+	atomic_store(&wb->busy, false);
 }
 
 static int iov_grow(struct vd_iov *v)

@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /* White-box tests: refcount packing for every width, range locks,
- * backing-name policy, compression round trip. */
+ * backing-name policy, compression round trip, write-behind runs. */
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include "test_util.h"
 #include "qcow2.h"
@@ -126,6 +129,46 @@ static void t_oset(void **s)
 	qc_oset_free(&o);
 }
 
+/* Write-behind: sequential runs are kicked once they reach VD_WB_BYTES,
+ * scattered writes never are. */
+static void t_write_behind(void **s)
+{
+	(void)s;
+	char path[] = "/tmp/vdisk-wb-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	unlink(path);
+	static uint8_t buf[1 << 20];
+	memset(buf, 0x5a, sizeof(buf));
+	struct vd_wb wb = { 0 };
+	/* scattered 4 KiB writes: each starts a run of its own */
+	for (uint64_t i = 0; i < 4096; i++) {
+		uint64_t off = (i * 100003 % 8192) * 4096;
+		vd_wb_wrote(&wb, fd, off, 4096);
+		assert_int_equal(atomic_load(&wb.start), off);
+		assert_int_equal(atomic_load(&wb.pending), 4096);
+	}
+	/* a sequential run (with a gap below VD_WB_GAP): kicked at the mark */
+	uint64_t off = 64u << 20, first = off;
+	vd_wb_wrote(&wb, fd, off, 0);
+	for (int i = 0; i < 12; i++) {
+		assert_int_equal(vd_pwrite_full(fd, buf, sizeof(buf), off), 0);
+		vd_wb_wrote(&wb, fd, off, sizeof(buf));
+		off += sizeof(buf) + (i == 3 ? 4096 : 0);
+		uint64_t written = (uint64_t)(i + 1) * sizeof(buf);
+		if (written < VD_WB_BYTES) {
+			assert_int_equal(atomic_load(&wb.start), first);
+			assert_int_equal(atomic_load(&wb.pending), written);
+		}
+	}
+	/* kicked once, at 8 MiB: the run starts again after that write */
+	assert_int_equal(atomic_load(&wb.start), first + VD_WB_BYTES + 4096);
+	assert_int_equal(atomic_load(&wb.pending), 4u << 20);
+	assert_false(atomic_load(&wb.busy));
+	assert_int_equal(vd_fdatasync(fd), 0);
+	close(fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -134,6 +177,7 @@ int main(void)
 		cmocka_unit_test(t_compress_roundtrip),
 		cmocka_unit_test(t_rangelock),
 		cmocka_unit_test(t_oset),
+		cmocka_unit_test(t_write_behind),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
