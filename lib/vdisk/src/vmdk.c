@@ -372,6 +372,8 @@ static int vmdk_pwritev(struct vdisk *d, const struct iovec *iov, int cnt, uint6
 			if (r < 0)
 				r = vd_err(d, r, "vmdk extent '%s': write at %llu: %s", ename(d, e),
 				           (unsigned long long)host, strerror(-r));
+			else if (!(d->open_flags & VDISK_OPEN_DIRECT))
+				vd_wb_wrote(&e->wb, e->fd, host, n);
 		}
 		done += n;
 	}

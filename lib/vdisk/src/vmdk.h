@@ -101,6 +101,7 @@ struct vmdk_extent {
 	int fd;              /* -1 for ZERO */
 	bool own_fd;         /* false: d->fd */
 	struct vmdk_sparse *sp;
+	struct vd_wb wb;     /* write-behind of sequential data writes */
 };
 
 /* A parsed descriptor. */

@@ -515,6 +515,8 @@ int vmdk_sparse_write(struct vdisk *d, struct vmdk_extent *e, const struct iovec
 			           (unsigned long long)(host + in), strerror(-r));
 			break;
 		}
+		if (!(d->open_flags & VDISK_OPEN_DIRECT))
+			vd_wb_wrote(&e->wb, e->fd, host + in, n);
 		if (fresh)
 			r = vmdk_gte_set(d, e, g, (uint32_t)(host / VMDK_SECTOR));
 		done += n;
