@@ -155,16 +155,19 @@ static int write_run(int fd, const uint8_t *p, uint64_t len, uint64_t off, struc
  * with O_DIRECT straight from guest memory through io_uring, several large
  * aligned writes in flight: no copy into the page cache, and by the time the
  * last write completes the data is on the disk, so the fsync that follows has
- * only metadata left to do (1 GiB: ~1.2 s buffered + fsync, ~0.6 s direct on
- * the development host: bench/RESULTS.md). The buffered path copies RAM into
- * the page cache from two threads and leaves it all to the final fsync (the
- * vCPUs are paused, so two cores copy in parallel; starting the write-back of
- * each finished chunk early with sync_file_range from a third thread was
- * measured slower). It serves where O_DIRECT is refused (EINVAL: a file system
- * without it, or one that needs more than page alignment), on tmpfs (where
- * O_DIRECT is a copy into memory too), where io_uring is unavailable, and
- * when TERN_SNAPSHOT_DIRECT=off (for tests and comparison).
- * Both write only the non-zero pages, so zero pages stay holes either way. */
+ * only metadata left to do (a 1 GiB guest on the development host's ext4:
+ * RAM 0.6-1.1 s and fsync ~1 ms, against 0.4-1.2 s and 0.4-0.8 s buffered;
+ * bench/RESULTS.md. In a stand-alone test 1 GiB took 0.54-0.86 s with 8
+ * writes of 2-4 MiB in flight, 0.75-0.93 s from 4 threads doing O_DIRECT
+ * pwrite.) The buffered path copies RAM into the page cache from two threads
+ * and leaves it all to the final fsync (the vCPUs are paused, so two cores
+ * copy in parallel; starting the write-back of each finished chunk early with
+ * sync_file_range from a third thread was measured slower). It serves where
+ * O_DIRECT is refused (EINVAL: a file system without it, or one that needs
+ * more than page alignment), on tmpfs (where O_DIRECT is a copy into memory
+ * too), where io_uring is unavailable, and when TERN_SNAPSHOT_DIRECT=off (for
+ * tests and comparison). Both write only the non-zero pages, so zero pages
+ * stay holes either way. */
 #define RAM_CHUNK    (32u << 20)
 #define RAM_MAX_RUN  (8u << 20)
 #define RAM_THREADS  2
