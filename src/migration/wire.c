@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sendfile.h>
@@ -355,6 +357,29 @@ int mig_send_tail(struct mig_conn *c, const struct iovec *iov, int niov, struct 
 	return 0;
 }
 
+/* sendfile cannot take MSG_NOSIGNAL: SIGPIPE is held back from this thread
+ * while it runs, and one it raised is taken before it is let go, so a peer
+ * that went away is an EPIPE here and not the end of the process. */
+static ssize_t sendfile_nosignal(int out, int in, off_t *off, size_t len)
+{
+	sigset_t pipe_only, old;
+	sigemptyset(&pipe_only);
+	sigaddset(&pipe_only, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &pipe_only, &old);
+	ssize_t w = sendfile(out, in, off, len);
+	int e = errno;
+	sigset_t pending;
+	/* raised also when part went out before the peer closed (w > 0) */
+	if (!sigismember(&old, SIGPIPE) && sigpending(&pending) == 0 &&
+	    sigismember(&pending, SIGPIPE)) {
+		const struct timespec none = { 0, 0 };
+		sigtimedwait(&pipe_only, NULL, &none);
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	errno = e;
+	return w;
+}
+
 int mig_send_file(struct mig_conn *c, int fd, uint64_t off, size_t len, struct terr *err)
 {
 	if (len > c->tx_tail)
@@ -362,7 +387,7 @@ int mig_send_file(struct mig_conn *c, int fd, uint64_t off, size_t len, struct t
 				c->tx_tail);
 	while (len) {
 		off_t o = (off_t)off;
-		ssize_t w = sendfile(c->fd, fd, &o, len);
+		ssize_t w = sendfile_nosignal(c->fd, fd, &o, len);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;

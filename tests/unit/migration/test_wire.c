@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <linux/kvm.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -560,6 +561,31 @@ static void test_ram_file(void **ctx)
 	free(dst.buf);
 }
 
+/* A peer that went away is an error from mig_send_file, not a SIGPIPE that
+ * ends the process (sendfile cannot be told MSG_NOSIGNAL). */
+static void test_send_file_peer_gone(void **ctx)
+{
+	(void)ctx;
+	struct pipe_pair p;
+	struct terr err = { 0 };
+	int fd = memfd_create("test-ram", MFD_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 1 << 20), 0);
+	pipe_open(&p);
+	struct iovec head = { "head", 4 };
+	assert_int_equal(mig_send_split(&p.tx, MIG_RAM, 4 + (1 << 20), &head, 1, &err), 0);
+	close(p.sv[1]);
+	p.sv[1] = -1;
+	assert_int_not_equal(mig_send_file(&p.tx, fd, 0, 1 << 20, &err), 0);
+	assert_non_null(strstr(err.msg, "closed"));
+	assert_true(p.tx.tx_broken);
+	sigset_t pending;
+	assert_int_equal(sigpending(&pending), 0);
+	assert_false(sigismember(&pending, SIGPIPE));
+	pipe_close(&p);
+	close(fd);
+}
+
 static void put32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> 8 * i); }
 static void put64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> 8 * i); }
 
@@ -741,6 +767,7 @@ int main(void)
 		cmocka_unit_test(test_ram_plain),
 		cmocka_unit_test(test_ram_zstd),
 		cmocka_unit_test(test_ram_file),
+		cmocka_unit_test(test_send_file_peer_gone),
 		cmocka_unit_test(test_ram_table_damaged),
 		cmocka_unit_test(test_ram_malformed),
 		cmocka_unit_test(test_host_write_log),
