@@ -62,10 +62,14 @@ ctl() {
 	"$TERNCTL" -t 60 -s "$sock" "$@"
 }
 
-# last_pass CONSOLE: the last "dirty: pass K" number printed (0 if none)
+# last_pass CONSOLE: the last "dirty: pass K" number printed (0 if none),
+# from whole lines only: a VM killed mid-line leaves "dirty: pass 4" of
+# "dirty: pass 45" without its newline
 last_pass() {
 	local k
-	k=$(grep -aoE '^dirty: pass [0-9]+$' "$1" 2>/dev/null | tail -1 | awk '{print $3}')
+	local drop=0
+	[ -n "$(tail -c 1 "$1" 2>/dev/null)" ] && drop=1   # no newline at the end
+	k=$(head -n -$drop "$1" 2>/dev/null | grep -aoE '^dirty: pass [0-9]+$' | tail -1 | awk '{print $3}')
 	echo "${k:-0}"
 }
 
