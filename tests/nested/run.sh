@@ -201,6 +201,7 @@ boot_outer() {
         2> >(grep --line-buffered -v "TCG doesn't support requested feature" >&2) &
     qpid=$!
     bootstate=done
+    stuck_why=
     while :; do
         if [ -z "$ready_at" ] && grep -q '@@TERN-NESTED READY' "$blog"; then
             ready_at=$(since "$start")
@@ -223,12 +224,19 @@ boot_outer() {
         elif past "$(since "$quiet_since")" "$((2 * stall))"; then
             bootstate=stuck     # silent between tests, or before the first
         fi
+        # The outer kernel's soft-lockup watchdog keeps the console busy
+        # (a line per CPU every ~28 s) while its CPUs are stuck and nothing
+        # else runs: four such lines (about a minute) mean stuck too.
+        if [ "$(grep -ac 'watchdog: BUG: soft lockup' "$blog")" -ge 4 ]; then
+            bootstate=stuck
+            stuck_why="reported soft lockups of its CPUs"
+        fi
         if past "$(since "$bstart")" "$limit"; then
             bootstate=timeout
         fi
         if [ $bootstate != done ]; then
             if [ $bootstate = stuck ]; then
-                echo "run.sh: the outer machine printed nothing for ${stall}s during a test: stuck; killing QEMU" >&2
+                echo "run.sh: the outer machine ${stuck_why:-printed nothing for ${stall}s during a test}: stuck; killing QEMU" >&2
                 stuck_report $qpid "$blog"
             else
                 echo "run.sh: overall timeout (${overall}s): killing QEMU" >&2
