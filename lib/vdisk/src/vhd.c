@@ -340,6 +340,8 @@ static int write_host(struct vdisk *d, const struct iovec *iov, int cnt, uint64_
 	if (r < 0)
 		return vd_err(d, r, "write '%s' at %llu: %s", d->path, (unsigned long long)host,
 		              strerror(-r));
+	if (!(d->open_flags & VDISK_OPEN_DIRECT))
+		vd_wb_wrote(&VHD(d)->wb, d->fd, host, n);
 	return 0;
 }
 

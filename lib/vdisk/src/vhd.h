@@ -60,6 +60,7 @@ struct vhd {
 	bool footer_dirty;
 	bool size_from_chs;       /* how the disk size was taken */
 	char parent_name[1024];   /* the locator text that found the parent */
+	struct vd_wb wb;          /* write-behind of sequential data writes */
 };
 
 static inline struct vhd *VHD(struct vdisk *d) { return d->priv; }
