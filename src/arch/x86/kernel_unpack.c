@@ -236,8 +236,8 @@ static int unpack_xz(const uint8_t *in, size_t len, uint8_t *out, size_t out_len
 }
 #endif
 
-int kernel_payload_unpack(const uint8_t *p, size_t len, const char *name, uint8_t **out,
-			  size_t *out_len, struct terr *err)
+int kernel_payload_size(const uint8_t *p, size_t len, const char *name, size_t *out_len,
+			struct terr *err)
 {
 	enum kernel_codec c = kernel_codec_of(p, len);
 	if (!kernel_codec_supported(c))
@@ -250,37 +250,157 @@ int kernel_payload_unpack(const uint8_t *p, size_t len, const char *name, uint8_
 	if (n == 0 || n > KERNEL_UNPACK_MAX)
 		return terr_set(err, EINVAL, "kernel %s: the compressed kernel announces %zu bytes "
 				"unpacked (at most %llu)", name, n, KERNEL_UNPACK_MAX);
-	uint8_t *buf = malloc(n);
-	if (!buf)
-		return terr_set(err, ENOMEM, "kernel %s: no memory to unpack %zu MiB", name, n >> 20);
-	int r;
-	switch (c) {
+	*out_len = n;
+	return 0;
+}
+
+int kernel_payload_unpack_into(const uint8_t *p, size_t len, const char *name, uint8_t *out,
+			       size_t out_len, struct terr *err)
+{
+	switch (kernel_codec_of(p, len)) {
 	case KERNEL_CODEC_GZIP:
 		/* the gzip trailer's ISIZE is the size word itself */
-		r = unpack_gzip(p, len, buf, n, name, err);
-		break;
+		return unpack_gzip(p, len, out, out_len, name, err);
 	case KERNEL_CODEC_ZSTD:
-		r = unpack_zstd(p, len - 4, buf, n, name, err);
-		break;
+		return unpack_zstd(p, len - 4, out, out_len, name, err);
 #if TERN_HAVE_LZ4
 	case KERNEL_CODEC_LZ4:
-		r = unpack_lz4(p, len - 4, buf, n, name, err);
-		break;
+		return unpack_lz4(p, len - 4, out, out_len, name, err);
 #endif
 #if TERN_HAVE_LZMA
 	case KERNEL_CODEC_XZ:
-		r = unpack_xz(p, len - 4, buf, n, name, err);
-		break;
+		return unpack_xz(p, len - 4, out, out_len, name, err);
 #endif
 	default:
-		r = terr_set(err, ENOTSUP, "kernel %s: tern cannot unpack a %s-compressed kernel",
-			     name, kernel_codec_name(c));
+		return terr_set(err, ENOTSUP, "kernel %s: tern cannot unpack a %s-compressed kernel",
+				name, kernel_codec_name(kernel_codec_of(p, len)));
 	}
+}
+
+int kernel_payload_unpack(const uint8_t *p, size_t len, const char *name, uint8_t **out,
+			  size_t *out_len, struct terr *err)
+{
+	size_t n;
+	int r = kernel_payload_size(p, len, name, &n, err);
+	if (r < 0)
+		return r;
+	uint8_t *buf = malloc(n);
+	if (!buf)
+		return terr_set(err, ENOMEM, "kernel %s: no memory to unpack %zu MiB", name, n >> 20);
+	r = kernel_payload_unpack_into(p, len, name, buf, n, err);
 	if (r < 0) {
 		free(buf);
 		return r;
 	}
 	*out = buf;
 	*out_len = n;
+	return 0;
+}
+
+/* ---- the first bytes only -------------------------------------------- */
+
+static int peek_gzip(const uint8_t *in, size_t len, uint8_t *out, size_t want)
+{
+	z_stream z;
+	memset(&z, 0, sizeof(z));
+	if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK)
+		return -ENOMEM;
+	z.next_in = (Bytef *)(uintptr_t)in;
+	z.avail_in = (uInt)(len > (1u << 30) ? (1u << 30) : len);
+	z.next_out = out;
+	z.avail_out = (uInt)want;
+	int r;
+	do
+		r = inflate(&z, Z_SYNC_FLUSH);
+	while (r == Z_OK && z.avail_out > 0 && z.avail_in > 0);
+	size_t got = want - z.avail_out;
+	inflateEnd(&z);
+	return got == want ? 0 : -EINVAL;
+}
+
+static int peek_zstd(const uint8_t *in, size_t len, uint8_t *out, size_t want)
+{
+	ZSTD_DStream *d = ZSTD_createDStream();
+	if (!d)
+		return -ENOMEM;
+	ZSTD_inBuffer ib = { in, len, 0 };
+	ZSTD_outBuffer ob = { out, want, 0 };
+	size_t r = 1;
+	while (ob.pos < want && ib.pos < ib.size && !ZSTD_isError(r) && r != 0)
+		r = ZSTD_decompressStream(d, &ob, &ib);
+	ZSTD_freeDStream(d);
+	return ob.pos == want ? 0 : -EINVAL;
+}
+
+#if TERN_HAVE_LZ4
+static int peek_lz4(const uint8_t *in, size_t len, uint8_t *out, size_t want)
+{
+	/* the magic, then the first block: (u32 compressed size, data) */
+	if (len < 8 || le32(in) != LZ4_LEGACY_MAGIC)
+		return -EINVAL;
+	uint32_t n = le32(in + 4);
+	if (n > len - 8 || want > LZ4_LEGACY_BLOCK)
+		return -EINVAL;
+	int got = LZ4_decompress_safe_partial((const char *)in + 8, (char *)out, (int)n,
+					      (int)want, (int)want);
+	return got == (int)want ? 0 : -EINVAL;
+}
+#endif
+
+#if TERN_HAVE_LZMA
+static int peek_xz(const uint8_t *in, size_t len, uint8_t *out, size_t want)
+{
+	lzma_stream z = LZMA_STREAM_INIT;
+	if (lzma_stream_decoder(&z, 256u << 20, 0) != LZMA_OK)
+		return -ENOMEM;
+	z.next_in = in;
+	z.avail_in = len;
+	z.next_out = out;
+	z.avail_out = want;
+	lzma_ret r = LZMA_OK;
+	while (r == LZMA_OK && z.avail_out > 0 && z.avail_in > 0)
+		r = lzma_code(&z, LZMA_RUN);
+	size_t got = want - z.avail_out;
+	lzma_end(&z);
+	return got == want ? 0 : -EINVAL;
+}
+#endif
+
+int kernel_payload_peek(const uint8_t *p, size_t len, const char *name, uint8_t *out,
+			size_t want, struct terr *err)
+{
+	size_t n;
+	int r = kernel_payload_size(p, len, name, &n, err);
+	if (r < 0)
+		return r;
+	if (want > n)
+		want = n;
+	switch (kernel_codec_of(p, len)) {
+	case KERNEL_CODEC_GZIP:
+		r = peek_gzip(p, len, out, want);
+		break;
+	case KERNEL_CODEC_ZSTD:
+		r = peek_zstd(p, len - 4, out, want);
+		break;
+#if TERN_HAVE_LZ4
+	case KERNEL_CODEC_LZ4:
+		r = peek_lz4(p, len - 4, out, want);
+		break;
+#endif
+#if TERN_HAVE_LZMA
+	case KERNEL_CODEC_XZ:
+		r = peek_xz(p, len - 4, out, want);
+		break;
+#endif
+	default:
+		r = -ENOTSUP;
+	}
+	if (r == -ENOMEM)
+		return terr_set(err, ENOMEM, "kernel %s: cannot start the %s decoder", name,
+				kernel_codec_name(kernel_codec_of(p, len)));
+	if (r < 0)
+		return terr_set(err, EINVAL, "kernel %s: the %s-compressed kernel is corrupt (its "
+				"first %zu bytes do not unpack)", name,
+				kernel_codec_name(kernel_codec_of(p, len)), want);
 	return 0;
 }

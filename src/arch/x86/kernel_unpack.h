@@ -47,4 +47,19 @@ int kernel_codec_supported(enum kernel_codec c);
 int kernel_payload_unpack(const uint8_t *p, size_t len, const char *name, uint8_t **out,
 			  size_t *out_len, struct terr *err);
 
+/* The size the payload announces (its last four bytes), checked against
+ * KERNEL_UNPACK_MAX, for a codec this build unpacks. */
+int kernel_payload_size(const uint8_t *p, size_t len, const char *name, size_t *out_len,
+			struct terr *err);
+
+/* Unpack into out, which holds exactly kernel_payload_size() bytes (guest
+ * RAM, say: the kernel unpacks where it will run, without a copy). */
+int kernel_payload_unpack_into(const uint8_t *p, size_t len, const char *name, uint8_t *out,
+			       size_t out_len, struct terr *err);
+
+/* Unpack only the first want bytes (fewer if the payload is smaller): the
+ * ELF headers, to plan where the rest goes before unpacking it. */
+int kernel_payload_peek(const uint8_t *p, size_t len, const char *name, uint8_t *out,
+			size_t want, struct terr *err);
+
 #endif

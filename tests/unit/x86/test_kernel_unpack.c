@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <zlib.h>
+#include <zstd.h>
 
 #include "arch/x86/kernel_unpack.h"
 #include "util/error.h"
@@ -138,6 +140,68 @@ static void truncated_refused(void **state)
 	free(d);
 }
 
+/* The first bytes alone, for each codec: what vmlinux_load plans with
+ * before it unpacks the rest into guest RAM. */
+static void peek_prefix(const uint8_t *p, size_t len, const uint8_t *d, size_t n)
+{
+	struct terr err = { 0 };
+	size_t size = 0;
+	static uint8_t head[70000];
+	assert_int_equal(kernel_payload_size(p, len, "peek", &size, &err), 0);
+	assert_int_equal(size, n);
+	memset(head, 0xee, sizeof(head));
+	assert_int_equal(kernel_payload_peek(p, len, "peek", head, 65536, &err), 0);
+	assert_memory_equal(head, d, 65536);
+	assert_int_equal(head[65536], 0xee);   /* no more than asked */
+	/* into a caller's buffer, all of it */
+	uint8_t *out = malloc(n);
+	assert_non_null(out);
+	assert_int_equal(kernel_payload_unpack_into(p, len, "peek", out, n, &err), 0);
+	assert_memory_equal(out, d, n);
+	free(out);
+}
+
+static void peek_lz4_gzip_zstd(void **state)
+{
+	(void)state;
+	size_t n = BLOCK + 5000, len;
+	uint8_t *d = make_data(n);
+	uint8_t *p = make_payload(d, n, NULL, &len, NULL);
+	peek_prefix(p, len, d, n);
+	free(p);
+
+	/* gzip: the trailer's ISIZE is the size word */
+	size_t cap = n + n / 2 + 1024;
+	p = malloc(cap);
+	assert_non_null(p);
+	z_stream z;
+	memset(&z, 0, sizeof(z));
+	assert_int_equal(deflateInit2(&z, 1, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY), Z_OK);
+	z.next_in = d;
+	z.avail_in = (uInt)n;
+	z.next_out = p;
+	z.avail_out = (uInt)cap;
+	assert_int_equal(deflate(&z, Z_FINISH), Z_STREAM_END);
+	len = z.total_out;
+	deflateEnd(&z);
+	peek_prefix(p, len, d, n);
+
+	/* zstd, then the size word the kernel's build appends */
+	len = ZSTD_compress(p, cap - 4, d, n, 1);
+	assert_false(ZSTD_isError(len));
+	put32(p + len, (uint32_t)n);
+	peek_prefix(p, len + 4, d, n);
+
+	/* a corrupt start is an error naming the codec */
+	struct terr err = { 0 };
+	uint8_t head[4096];
+	memset(p + 4, 0x55, 64);
+	assert_true(kernel_payload_peek(p, len + 4, "bad", head, sizeof(head), &err) < 0);
+	assert_non_null(strstr(err.msg, "zstd"));
+	free(p);
+	free(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -145,6 +209,7 @@ int main(void)
 		cmocka_unit_test(corrupt_block_refused),
 		cmocka_unit_test(short_middle_block_refused),
 		cmocka_unit_test(truncated_refused),
+		cmocka_unit_test(peek_lz4_gzip_zstd),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
