@@ -125,6 +125,8 @@ int vm_start(struct vm *vm, bool paused, struct terr *err)
 			return r;
 		}
 	}
+	log_debug("vm", "%u vCPU%s started%s", vm->nvcpus, vm->nvcpus == 1 ? "" : "s",
+		  paused ? " (paused)" : "");
 	/* Loaded state may hold requests the guest made available while the
 	 * saving side was already pausing (its notification dropped or still in
 	 * an eventfd there); with event-index suppression the guest will not

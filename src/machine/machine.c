@@ -291,6 +291,8 @@ int machine_build(struct machine *m, struct config *cfg, const struct machine_re
 	if (r)
 		goto fail;
 	m->vm_created = true;
+	log_debug("machine", "VM created: %llu MiB of RAM, %u vCPU%s",
+		  (unsigned long long)(mem_size >> 20), (unsigned)cpus, cpus == 1 ? "" : "s");
 	r = setup_vcpus(m, err);
 	if (r)
 		goto fail;
@@ -319,6 +321,7 @@ int machine_build(struct machine *m, struct config *cfg, const struct machine_re
 		r = load_kernel(m, &acfg, err);
 		if (r)
 			goto fail;
+		log_debug("machine", "kernel, initrd and tables loaded");
 	}
 	/* --- control socket (src/control): before the vCPUs start --- */
 	r = control_start(&m->vm, cfg, &m->control, err);

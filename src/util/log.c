@@ -5,6 +5,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+/* Debug lines carry the time since the process started (this runs before
+ * main): where start-up time goes, with TERN_LOG=debug. */
+static struct timespec log_start;
+
+__attribute__((constructor)) static void log_clock_start(void)
+{
+	clock_gettime(CLOCK_MONOTONIC, &log_start);
+}
 
 static _Atomic int log_level = -1;
 
@@ -38,7 +48,16 @@ void log_msg(enum log_level lvl, const char *tag, const char *fmt, ...)
 	if ((int)lvl > current_level())
 		return;
 	va_start(ap, fmt);
-	int n = snprintf(line, sizeof(line), "tern: %s: %s: ", tag, names[lvl]);
+	int n;
+	if (current_level() == LOG_DEBUG) {
+		struct timespec now;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		double ms = (double)(now.tv_sec - log_start.tv_sec) * 1e3 +
+			    (double)(now.tv_nsec - log_start.tv_nsec) / 1e6;
+		n = snprintf(line, sizeof(line), "tern: %.1f ms: %s: %s: ", ms, tag, names[lvl]);
+	} else {
+		n = snprintf(line, sizeof(line), "tern: %s: %s: ", tag, names[lvl]);
+	}
 	if (n > 0 && (size_t)n < sizeof(line))
 		vsnprintf(line + n, sizeof(line) - n, fmt, ap);
 	va_end(ap);

@@ -1,6 +1,7 @@
 /* Logging to stderr with a level and a component tag. The level is a
  * process-wide setting read from TERN_LOG (error|warn|info|debug); it only
- * filters output, so VMs sharing a process still behave independently. */
+ * filters output, so VMs sharing a process still behave independently.
+ * At debug, each line also gives the milliseconds since tern started. */
 #ifndef TERN_UTIL_LOG_H
 #define TERN_UTIL_LOG_H
 
