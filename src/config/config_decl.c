@@ -68,6 +68,8 @@ static const struct config_decl decls[] = {
 	{ "net.N.tap", CONFIG_STRING, NULL, "tap interface of net N when backend is tap",
 	  .check = check_ifname, .expect = "an interface name of 1 to 15 bytes without '/', ':' or spaces" },
 	{ "net.N.hostfwd", CONFIG_STRING, NULL, "user backend port forwards, e.g. tcp::2222-:22 (comma-separated)" },
+	{ "net.N.mtu", CONFIG_INT, "0", "MTU of net N's link, offered to the guest's driver (VIRTIO_NET_F_MTU), 68 to 65520; 0: 65520 for the user back end (whole TCP segments of up to 64 KiB per frame), none offered for tap (the guest keeps 1500)",
+	  .min = 0, .max = 65520 },
 	{ "rng.enable", CONFIG_BOOL, "false", "add a virtio-rng device fed from getrandom()" },
 	{ "vconsole.path", CONFIG_PATH, NULL, "virtio-console (hvc0): a file for its output, stdio (output to stdout, input from stdin), or unix:PATH (a socket tern listens on); unset: no device" },
 	{ "snapshot.eager", CONFIG_BOOL, "false", "restore reads all guest RAM up front instead of mapping it lazily" },

@@ -131,7 +131,14 @@ struct net_slirp_params {
 	const struct net_hostfwd *hostfwd;
 	size_t nhostfwd;
 	const char *hostname;                /* DHCP host name offered, or NULL */
+	unsigned mtu;                        /* of the link to the guest; 0: 1500 */
 };
+
+/* The user back end's default MTU, as slirp4netns and passt use: a guest
+ * that takes it (virtio-net offers it) sends and receives whole TCP
+ * segments of up to 64 KiB per frame, since slirp has no segmentation
+ * offloads and every frame costs the guest's stack and an interrupt. */
+#define NET_SLIRP_MTU 65520
 
 /* A private network 10.0.2.0/24: gateway and host 10.0.2.2, DNS 10.0.2.3,
  * DHCP from 10.0.2.15; IPv6 fec0::/64 with router advertisements. Its

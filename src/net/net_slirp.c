@@ -724,6 +724,8 @@ int net_slirp_create(struct evloop *loop, const struct net_slirp_params *p,
 		.vdhcp_start = ip4(0x0a00020f),  /* 10.0.2.15 */
 		.vnameserver = ip4(0x0a000203),  /* 10.0.2.3 */
 		.vnameserver6 = ip6("fec0::3"),
+		.if_mtu = p->mtu,                /* 0: libslirp's 1500 */
+		.if_mru = p->mtu,
 	};
 	pthread_mutex_lock(&s->lock);
 	s->slirp = slirp_new(&cfg, &slirp_callbacks, s);

@@ -43,6 +43,7 @@ struct virtio_net {
 
 	/* guest-visible, saved */
 	uint8_t mac[6];
+	uint16_t mtu;                 /* offered with VIRTIO_NET_F_MTU, 0: not */
 	uint16_t status;
 
 	/* host side */
@@ -505,9 +506,10 @@ static void net_get_config(struct virtio_dev *vdev, uint32_t off, void *buf, uin
 	struct virtio_net *n = vdev->priv;
 	uint8_t c[VIRTIO_NET_CONFIG_SIZE];
 	memcpy(c, n->mac, 6);
-	uint16_t st = htole16(n->status), pairs = htole16(1);
+	uint16_t st = htole16(n->status), pairs = htole16(1), mtu = htole16(n->mtu);
 	memcpy(c + 6, &st, 2);
 	memcpy(c + 8, &pairs, 2);
+	memcpy(c + 10, &mtu, 2);
 	memcpy(buf, c + off, len);
 }
 
@@ -703,12 +705,14 @@ void virtio_net_get_stats(struct device *d, struct virtio_net_stats *out)
 	pthread_mutex_unlock(&n->vdev.lock);
 }
 
-static uint64_t features_for(const struct net_backend *be)
+static uint64_t features_for(const struct net_backend *be, uint16_t mtu)
 {
 	uint64_t f = (1ull << VIRTIO_NET_F_MAC) | (1ull << VIRTIO_NET_F_STATUS) |
 		     (1ull << VIRTIO_NET_F_MRG_RXBUF) | (1ull << VIRTIO_NET_F_CTRL_VQ) |
 		     (1ull << VIRTIO_NET_F_CTRL_RX) | (1ull << VIRTIO_NET_F_GUEST_ANNOUNCE) |
 		     (1ull << VIRTIO_NET_F_CTRL_MAC_ADDR);
+	if (mtu)
+		f |= 1ull << VIRTIO_NET_F_MTU;
 	if (!be->vnet_hdr || !(be->offloads & NET_OFF_CSUM))
 		return f;
 	f |= (1ull << VIRTIO_NET_F_CSUM) | (1ull << VIRTIO_NET_F_GUEST_CSUM);
@@ -739,6 +743,7 @@ int virtio_net_create(struct vm *vm, struct pci_bus *bus, const struct virtio_ne
 	n->be = p->be;
 	n->tx_more_fd = -1;
 	memcpy(n->mac, p->mac, 6);
+	n->mtu = p->mtu;
 	n->status = VIRTIO_NET_S_LINK_UP;
 	vq_chain_init(&n->chain);
 	vq_chain_init(&n->first);
@@ -760,7 +765,7 @@ int virtio_net_create(struct vm *vm, struct pci_bus *bus, const struct virtio_ne
 	n->tx_more_on_loop = true;
 	struct virtio_dev_params vp = {
 		.ops = &net_vdev_ops, .priv = n, .mem = &vm->mem, .id = n->dev.id,
-		.device_id = VIRTIO_ID_NET, .features = features_for(n->be), .nqueues = NQUEUES,
+		.device_id = VIRTIO_ID_NET, .features = features_for(n->be, p->mtu), .nqueues = NQUEUES,
 		.queue_size = VIRTIO_NET_QUEUE_SIZE, .config_size = VIRTIO_NET_CONFIG_SIZE,
 	};
 	if ((r = virtio_dev_init(&n->vdev, &vp, err))) {
@@ -829,6 +834,17 @@ int virtio_net_create_from_config(struct vm *vm, struct pci_bus *bus, struct con
 	snprintf(key, sizeof(key), "net.%u.hostfwd", index);
 	if ((r = config_get_str(cfg, key, &fwd, err)))
 		return r;
+	char mkey[64];
+	int64_t mtu;
+	snprintf(mkey, sizeof(mkey), "net.%u.mtu", index);
+	if ((r = config_get_int(cfg, mkey, &mtu, err)))
+		return r;
+	if (mtu > 0 && mtu < 68)
+		return terr_set(err, EINVAL, "%s: %lld is below the smallest IPv4 MTU, 68 (0 picks "
+				"one for the back end)", mkey, (long long)mtu);
+	if (mtu == 0)
+		mtu = backend == 0 ? NET_SLIRP_MTU : 0;
+	p.mtu = (uint16_t)mtu;
 
 	if (backend == 0) {   /* user */
 		if (tap)
@@ -839,7 +855,7 @@ int virtio_net_create_from_config(struct vm *vm, struct pci_bus *bus, struct con
 		if (nf < 0)
 			return nf;
 		struct net_slirp_params sp = { .id = id, .hostfwd = hf, .nhostfwd = (size_t)nf,
-					       .hostname = name };
+					       .hostname = name, .mtu = p.mtu };
 		r = net_slirp_create(&vm->loop, &sp, &p.be, err);
 	} else {              /* tap */
 		if (fwd)

@@ -34,6 +34,7 @@ struct net_backend;
 /* Feature bits (5.1.3). */
 #define VIRTIO_NET_F_CSUM        0
 #define VIRTIO_NET_F_GUEST_CSUM  1
+#define VIRTIO_NET_F_MTU         3
 #define VIRTIO_NET_F_MAC         5
 #define VIRTIO_NET_F_GUEST_TSO4  7
 #define VIRTIO_NET_F_GUEST_TSO6  8
@@ -63,13 +64,14 @@ struct net_backend;
 #define VIRTIO_NET_HDR_GSO_ECN       0x80
 
 /* Configuration space: mac[6], status, max_virtqueue_pairs. */
-#define VIRTIO_NET_CONFIG_SIZE 10
+#define VIRTIO_NET_CONFIG_SIZE 12   /* mac, status, max_virtqueue_pairs, mtu */
 
 struct virtio_net_params {
 	const char *id;               /* "net.0" */
 	int slot;                     /* PCI slot, -1: first free */
 	uint8_t mac[6];
 	struct net_backend *be;       /* owned by the device from now on, even on failure */
+	uint16_t mtu;                 /* offered with VIRTIO_NET_F_MTU; 0: not offered */
 };
 
 /* Create virtio-net `p->id` on `bus` and add it to the VM's devices. */
@@ -77,7 +79,8 @@ int virtio_net_create(struct vm *vm, struct pci_bus *bus, const struct virtio_ne
 		      struct device **out, struct terr *err);
 
 /* net.N from the configuration: net.N.backend (user or tap), net.N.mac (or
- * the default below), net.N.tap, net.N.hostfwd. */
+ * the default below), net.N.tap, net.N.hostfwd, net.N.mtu (default: the
+ * user back end's NET_SLIRP_MTU, nothing offered for tap). */
 int virtio_net_create_from_config(struct vm *vm, struct pci_bus *bus, struct config *cfg,
 				  unsigned index, struct device **out, struct terr *err);
 

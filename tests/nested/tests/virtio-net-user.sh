@@ -3,6 +3,7 @@
 # machine through the gateway 10.0.2.2 (the outer machine's loopback), and
 # receives a file the outer machine sends to localhost:5580, which a host
 # forward takes to the guest's port 8080.  Checksums match both ways.
+# Under tern the link's MTU is 65520, offered by virtio-net (net.N.mtu).
 # timeout: 420
 . /nested/lib.sh
 need_vmm
@@ -32,6 +33,7 @@ chmod +x /tmp/dhcp.sh
 udhcpc -i eth0 -n -q -t 10 -T 2 -s /tmp/dhcp.sh || { echo NET-DHCP-FAILED; exit 1; }
 echo "NET-MAC \$(cat /sys/class/net/eth0/address)"
 echo "NET-FEATURES \$(cat /sys/class/net/eth0/device/features 2>/dev/null)"
+echo "NET-MTU \$(cat /sys/class/net/eth0/mtu)"
 wget -q -O /tmp/blob http://10.0.2.2:$HTTP_PORT/blob || { echo NET-WGET-FAILED; exit 1; }
 echo "NET-DOWN \$(md5sum </tmp/blob | cut -d' ' -f1)"
 # busybox nc ends at EOF on its stdin: give the listener one that stays open
@@ -77,4 +79,7 @@ expect_console '^NET-DHCP ip=10\.0\.2\.15 mask=24 router=10\.0\.2\.2 dns=10\.0\.
 expect_console "^NET-DOWN $down_md5\$" "the file fetched from the outer machine differs (or never came)"
 expect_console "^NET-UP $up_md5 262144\$" "the file sent through the host forward differs (or never came)"
 expect_console '^TERN-INNER-RC=0' "the guest's commands failed"
+if [ "$NESTED_VMM" = tern ]; then
+    expect_console '^NET-MTU 65520$' "the guest's eth0 did not take the 65520-byte MTU virtio-net offers"
+fi
 echo "sent through the forward $sent time(s)"

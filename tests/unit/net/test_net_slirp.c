@@ -125,13 +125,19 @@ static int free_port(int type)
 	return ntohs(a.sin_port);
 }
 
-static int make(struct fixture *f, const struct net_hostfwd *fwd, size_t nfwd, struct terr *err)
+static int make_mtu(struct fixture *f, const struct net_hostfwd *fwd, size_t nfwd, unsigned mtu,
+		    struct terr *err)
 {
 	if (evloop_init(&f->loop, err))
 		return -1;
 	struct net_slirp_params p = { .id = "net.0", .hostfwd = fwd, .nhostfwd = nfwd,
-				      .hostname = "guest" };
+				      .hostname = "guest", .mtu = mtu };
 	return net_slirp_create(&f->loop, &p, &f->be, err);
+}
+
+static int make(struct fixture *f, const struct net_hostfwd *fwd, size_t nfwd, struct terr *err)
+{
+	return make_mtu(f, fwd, nfwd, 0, err);
 }
 
 static int setup(void **ctx)
@@ -361,6 +367,58 @@ static void test_tcp_hostfwd(void **ctx)
 	close(c);
 }
 
+/* The MSS slirp announces in its SYN toward the guest (0: none), for a
+ * back end made with `mtu`: the link's MTU less the IP and TCP headers. */
+static unsigned syn_mss(unsigned mtu)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	struct terr err = { 0 };
+	int hport = free_port(SOCK_STREAM);
+	assert_true(hport > 0);
+	struct net_hostfwd fwd = { .udp = false, .host_port = (uint16_t)hport, .guest_port = 22 };
+	if (make_mtu(f, &fwd, 1, mtu, &err))
+		fail_msg("%s", err.msg);
+	dhcp(f);
+	int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)hport),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int r = connect(c, (struct sockaddr *)&a, sizeof(a));
+	assert_true(r == 0 || errno == EINPROGRESS);
+	uint16_t gport = 22;
+	struct ip4 syn;
+	assert_true(wait_frame(f, is_tcp_to, &gport, &syn, 3000) > 0);
+	assert_int_equal(syn.flags & (TCP_SYN | TCP_ACK), TCP_SYN);
+	const uint8_t *tcp = f->buf + ETH_HLEN_ + (size_t)(f->buf[ETH_HLEN_] & 15) * 4;
+	size_t hlen = (size_t)(tcp[12] >> 4) * 4;
+	unsigned mss = 0;
+	for (size_t i = 20; i + 1 < hlen;) {
+		if (tcp[i] == 0)
+			break;
+		if (tcp[i] == 1) {
+			i++;
+			continue;
+		}
+		if (tcp[i] == 2 && tcp[i + 1] == 4)
+			mss = get16(tcp + i + 2);
+		i += tcp[i + 1] ? tcp[i + 1] : 1;
+	}
+	close(c);
+	net_backend_destroy(f->be);
+	evloop_destroy(&f->loop);
+	free(f);
+	return mss;
+}
+
+/* net.N.mtu reaches slirp: its TCP segments toward the guest grow with it
+ * (the guest's driver learns the MTU from virtio-net's config). */
+static void test_mtu_sets_mss(void **ctx)
+{
+	(void)ctx;
+	assert_int_equal(syn_mss(0), 1460);
+	assert_int_equal(syn_mss(NET_SLIRP_MTU), NET_SLIRP_MTU - 40);
+	assert_int_equal(syn_mss(9000), 9000 - 40);
+}
+
 /* A port that is taken: a clear error, nothing left behind. */
 static void test_hostfwd_port_in_use(void **ctx)
 {
@@ -414,6 +472,7 @@ int main(void)
 		T(test_udp_through_host),
 		T(test_tcp_hostfwd),
 		cmocka_unit_test(test_hostfwd_port_in_use),
+		cmocka_unit_test(test_mtu_sets_mss),
 		T(test_queue_bounded),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -879,8 +879,26 @@ static void test_default_mac(void **ctx)
 	}
 }
 
+/* Two bytes of the device-specific config of the virtio-net named `name`
+ * (not the fixture's own device). */
+static uint16_t dev_cfg16(struct fixture *f, const char *name, unsigned off)
+{
+	struct pci_device *pd = NULL;
+	for (unsigned s = 0; s < PCI_SLOTS && !pd; s++) {
+		struct pci_device *p = pci_bus_device(f->bus, s);
+		if (p && !strcmp(p->name, name) && p != f->pd)
+			pd = p;
+	}
+	assert_non_null(pd);
+	pci_config_write(pd, PCI_COMMAND, 2, PCI_COMMAND_MEMORY);
+	uint64_t v = 0;
+	assert_int_equal(bus_read(&f->vm.mmio, pci_bar_address(pd, VIRTIO_PCI_BAR) +
+				  VIRTIO_PCI_DEVICE_OFF + off, &v, 2), 0);
+	return (uint16_t)v;
+}
+
 /* net.N from the configuration: back end, MAC (set or derived), forwards,
- * and the errors for settings that do not go together. */
+ * MTU, and the errors for settings that do not go together. */
 static void test_from_config(void **ctx)
 {
 	struct fixture *f = *ctx;
@@ -890,7 +908,7 @@ static void test_from_config(void **ctx)
 	static const char *const set[] = {
 		"name=vm1", "net.0.hostfwd=tcp:127.0.0.1:1-:22", "net.1.backend=tap",
 		"net.1.hostfwd=tcp::2-:22", "net.2.tap=tap9", "net.3.hostfwd=tcp::3-:22,bogus",
-		"net.4.mac=52:54:00:00:00:07",
+		"net.4.mac=52:54:00:00:00:07", "net.5.mtu=9000", "net.6.mtu=67",
 	};
 	for (size_t i = 0; i < sizeof(set) / sizeof(set[0]); i++)
 		assert_int_equal(config_set_option(cfg, set[i], &err), 0);
@@ -933,6 +951,14 @@ static void test_from_config(void **ctx)
 	if (virtio_net_create_from_config(&f->vm, f->bus, cfg, 4, &d, &err))
 		fail_msg("%s", err.msg);
 	assert_string_equal(d->id, "net.4");
+	/* the user back end's MTU by default, or the one set */
+	assert_int_equal(dev_cfg16(f, "net.4", 10), NET_SLIRP_MTU);
+	if (virtio_net_create_from_config(&f->vm, f->bus, cfg, 5, &d, &err))
+		fail_msg("%s", err.msg);
+	assert_int_equal(dev_cfg16(f, "net.5", 10), 9000);
+	assert_int_equal(virtio_net_create_from_config(&f->vm, f->bus, cfg, 6, &d, &err), -EINVAL);
+	assert_string_equal(err.msg, "net.6.mtu: 67 is below the smallest IPv4 MTU, 68 (0 picks "
+			    "one for the back end)");
 	config_free(cfg);
 }
 
