@@ -342,7 +342,12 @@ static void tx_one(struct virtio_net *n, const struct vq_chain *c)
 			"dropped");
 		goto drop;
 	}
-	uint32_t max = gso == VIRTIO_NET_HDR_GSO_NONE ? NET_MAX_PLAIN_FRAME : NET_MAX_FRAME - HDR;
+	/* a frame without segmentation: up to the MTU offered (plus an
+	 * Ethernet header and a VLAN tag), at least a jumbo frame */
+	uint32_t max = NET_MAX_FRAME - HDR;
+	if (gso == VIRTIO_NET_HDR_GSO_NONE && (uint32_t)n->mtu + 18 < max)
+		max = (uint32_t)n->mtu + 18 > NET_MAX_PLAIN_FRAME ? (uint32_t)n->mtu + 18
+								  : NET_MAX_PLAIN_FRAME;
 	if (len < 14 || len > max) {
 		ratelog(n, &n->log_tx, "transmit frame of %u bytes (%s); dropped", len,
 			len < 14 ? "shorter than an Ethernet header" : "too long");

@@ -125,7 +125,8 @@ struct fixture {
 	uint16_t next_desc[3];   /* the driver's free descriptor cursor per queue */
 };
 
-static int make_vm(struct fixture *f, bool vnet_hdr, unsigned offloads, const uint8_t mac[6])
+static int make_vm(struct fixture *f, bool vnet_hdr, unsigned offloads, const uint8_t mac[6],
+		   uint16_t mtu)
 {
 	struct terr err = { 0 };
 	if (kvm_sys_open(&f->kvm, "/dev/kvm", &err) ||
@@ -137,7 +138,7 @@ static int make_vm(struct fixture *f, bool vnet_hdr, unsigned offloads, const ui
 	acpi_config_defaults(&f->acpi, &f->vm.mem, 1);
 	pci_host_params_from_acpi(&p, &f->acpi);
 	f->fb = fake_new(vnet_hdr, offloads, &f->peer);
-	struct virtio_net_params np = { .id = "net.0", .slot = SLOT, .be = &f->fb->be };
+	struct virtio_net_params np = { .id = "net.0", .slot = SLOT, .be = &f->fb->be, .mtu = mtu };
 	memcpy(np.mac, mac, 6);
 	if (pci_host_create(&f->vm, &p, &f->host, &err) ||
 	    virtio_net_create(&f->vm, pci_host_bus(f->host), &np, &f->net, &err)) {
@@ -152,7 +153,19 @@ static int make_vm(struct fixture *f, bool vnet_hdr, unsigned offloads, const ui
 static int setup_plain(void **ctx)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
-	if (make_vm(f, false, 0, MAC)) {
+	if (make_vm(f, false, 0, MAC, 0)) {
+		free(f);
+		return -1;
+	}
+	*ctx = f;
+	return 0;
+}
+
+/* a back end without offloads and the 64 KiB MTU of the user back end */
+static int setup_mtu(void **ctx)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	if (make_vm(f, false, 0, MAC, 65520)) {
 		free(f);
 		return -1;
 	}
@@ -163,7 +176,7 @@ static int setup_plain(void **ctx)
 static int setup_vnet(void **ctx)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
-	if (make_vm(f, true, NET_OFF_CSUM | NET_OFF_TSO4 | NET_OFF_TSO6, MAC)) {
+	if (make_vm(f, true, NET_OFF_CSUM | NET_OFF_TSO4 | NET_OFF_TSO6, MAC, 0)) {
 		free(f);
 		return -1;
 	}
@@ -470,6 +483,30 @@ static void test_tx(void **ctx)
 	assert_int_equal(used_idx(f, 1), 2);
 	assert_int_equal(stats(f).tx_frames, 2);
 	assert_int_equal(stats(f).tx_bytes, 1514 + 60);
+}
+
+/* With an MTU offered, whole frames up to it go out without GSO (the user
+ * back end's 64 KiB segments); one byte more is dropped. */
+static void test_tx_up_to_mtu(void **ctx)
+{
+	struct fixture *f = *ctx;
+	static uint8_t got[70000];
+	enable_decoding(f);
+	bring_up(f, (1ull << VIRTIO_NET_F_MRG_RXBUF) | (1ull << VIRTIO_NET_F_MTU));
+	assert_int_equal(rd(f, VIRTIO_PCI_DEVICE_OFF + 10, 2), 65520);
+	memset(ram(f, BIG), 0, 12);
+	frame(ram(f, BIG) + 12, 65520 + 14, 3);
+	struct seg big = { BIG, 12 + 65520 + 14, false };
+	add_chain(f, 1, &big, 1);
+	kick(f, 1);
+	assert_int_equal(peer_recv(f, got, sizeof(got)), 65520 + 14);
+	assert_memory_equal(got, ram(f, BIG) + 12, 65520 + 14);
+	struct seg over = { BIG, 12 + 65520 + 18 + 1, false };
+	add_chain(f, 1, &over, 1);
+	kick(f, 1);
+	assert_int_equal(peer_recv(f, got, sizeof(got)), -EAGAIN);
+	assert_int_equal(stats(f).tx_frames, 1);
+	assert_int_equal(stats(f).tx_dropped, 1);
 }
 
 static void test_tx_vnet_hdr_passthrough(void **ctx)
@@ -794,7 +831,7 @@ static void test_save_load_fresh_vm(void **ctx)
 
 	struct fixture *g = calloc(1, sizeof(*g));
 	static const uint8_t other[6] = { 0x52, 0x54, 0, 0, 0, 1 };
-	assert_int_equal(make_vm(g, false, 0, other), 0);
+	assert_int_equal(make_vm(g, false, 0, other, 0), 0);
 	memcpy(g->vm.mem.base, f->vm.mem.base, f->vm.mem.size);
 	g->net->ops->pause(g->net);
 	struct state_reader r;
@@ -1056,6 +1093,7 @@ int main(void)
 		TP(test_identity_and_config),
 		TV(test_features_with_vnet_hdr),
 		TP(test_tx),
+		cmocka_unit_test_setup_teardown(test_tx_up_to_mtu, setup_mtu, teardown),
 		TV(test_tx_vnet_hdr_passthrough),
 		TP(test_rx_single),
 		TP(test_rx_mergeable),
