@@ -306,6 +306,21 @@ static bool is_tcp_data_to(const struct ip4 *p, void *arg)
 	return is_tcp_to(p, arg) && p->len > 0;
 }
 
+/* A host client connects to the forward on hport (to the guest's port 22);
+ * returns its socket once slirp's SYN toward the guest is in f->buf. */
+static int connect_forward(struct fixture *f, int hport, struct ip4 *syn)
+{
+	int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)hport),
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int r = connect(c, (struct sockaddr *)&a, sizeof(a));
+	assert_true(r == 0 || errno == EINPROGRESS);
+	uint16_t gport = 22;
+	assert_true(wait_frame(f, is_tcp_to, &gport, syn, 3000) > 0);
+	assert_int_equal(syn->flags & (TCP_SYN | TCP_ACK), TCP_SYN);
+	return c;
+}
+
 /* A host client connects to the forwarded port; the guest answers the SYN;
  * bytes go both ways. */
 static void test_tcp_hostfwd(void **ctx)
@@ -324,15 +339,9 @@ static void test_tcp_hostfwd(void **ctx)
 	free(f0);
 	dhcp(f);
 
-	int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)hport),
-				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	int r = connect(c, (struct sockaddr *)&a, sizeof(a));
-	assert_true(r == 0 || errno == EINPROGRESS);
-	uint16_t gport = 22;
 	struct ip4 syn;
-	assert_true(wait_frame(f, is_tcp_to, &gport, &syn, 3000) > 0);
-	assert_int_equal(syn.flags & (TCP_SYN | TCP_ACK), TCP_SYN);
+	int c = connect_forward(f, hport, &syn);
+	uint16_t gport = 22;
 	assert_int_equal(syn.dst, GUEST_IP);
 	uint8_t smac[6];
 	memcpy(smac, f->buf + 6, 6);
@@ -379,15 +388,8 @@ static unsigned syn_mss(unsigned mtu)
 	if (make_mtu(f, &fwd, 1, mtu, &err))
 		fail_msg("%s", err.msg);
 	dhcp(f);
-	int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)hport),
-				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	int r = connect(c, (struct sockaddr *)&a, sizeof(a));
-	assert_true(r == 0 || errno == EINPROGRESS);
-	uint16_t gport = 22;
 	struct ip4 syn;
-	assert_true(wait_frame(f, is_tcp_to, &gport, &syn, 3000) > 0);
-	assert_int_equal(syn.flags & (TCP_SYN | TCP_ACK), TCP_SYN);
+	int c = connect_forward(f, hport, &syn);
 	const uint8_t *tcp = f->buf + ETH_HLEN_ + (size_t)(f->buf[ETH_HLEN_] & 15) * 4;
 	size_t hlen = (size_t)(tcp[12] >> 4) * 4;
 	unsigned mss = 0;
