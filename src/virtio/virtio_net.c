@@ -43,8 +43,9 @@ struct virtio_net {
 
 	/* guest-visible, saved */
 	uint8_t mac[6];
-	uint16_t mtu;                 /* offered with VIRTIO_NET_F_MTU, 0: not */
 	uint16_t status;
+	/* guest-visible, from the configuration (a restore rebuilds it) */
+	uint16_t mtu;                 /* offered with VIRTIO_NET_F_MTU, 0: not */
 
 	/* host side */
 	struct vq_chain chain, first;   /* reused across requests */

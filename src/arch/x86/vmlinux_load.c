@@ -327,8 +327,8 @@ int vmlinux_load(const struct guest_mem *m, struct vmlinux *v, uint64_t ram_top,
 	if (r < 0)
 		return r;
 	if (memcmp(at, v->head, v->head_len) != 0)
-		return terr_set(err, EINVAL, "kernel %s: the compressed kernel unpacks differently "
-				"twice", name);
+		return terr_set(err, EINVAL, "kernel %s: the compressed kernel's first bytes "
+				"unpacked differently the second time", name);
 	parse_tail(v, at);
 	/* relocations after the moves, from a copy: a segment may land on them */
 	uint8_t *table = NULL;
